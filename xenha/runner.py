@@ -1,0 +1,318 @@
+"""Run an argv on this machine (subprocess) or on a dom0 (SSH, paramiko).
+
+One interface, two implementations, one `Result`.  Every call has a timeout.
+Failures that mean "could not run it" raise a `RunnerError` subclass whose
+message an operator can act on; a command that ran and failed is a `Result`
+with a non-zero exit.
+
+paramiko costs ~140 ms to import, and a local-mode check runs thousands of
+times a day: it is imported only inside `SSHRunner.connect`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Result:
+    exit: int
+    out: str
+    err: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit == 0
+
+    def reason(self) -> str:
+        """The first non-empty line of stderr (or stdout), for a message."""
+        for text in (self.err, self.out):
+            for line in text.splitlines():
+                if line.strip():
+                    return line.strip()
+        return f'exit status {self.exit}'
+
+
+class RunnerError(Exception):
+    """Could not run the command at all; the message says why."""
+
+
+class HostUnreachable(RunnerError):
+    """Connection refused, no route, name does not resolve."""
+
+
+class HostTimeout(RunnerError):
+    """Connect, banner or authentication did not finish in time (host hung)."""
+
+
+class AuthFailed(RunnerError):
+    """The host refused our key."""
+
+
+class HostKeyUnknown(RunnerError):
+    """The host is not in known_hosts."""
+
+
+class HostKeyChanged(RunnerError):
+    """The host presented another key than known_hosts holds."""
+
+
+class CommandTimeout(RunnerError):
+    """The command started but did not finish in time."""
+
+
+class CommandNotFound(RunnerError):
+    """The executable does not exist (locally) or the shell said 127."""
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    """How to reach a dom0; parsed once from the command line or the inventory."""
+    user: str = 'root'
+    port: int = 22
+    identity: str | None = None
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    sudo: bool = False
+
+
+class LocalRunner:
+    """Runs argv lists with subprocess; never through a shell."""
+
+    host = 'localhost'
+
+    def __init__(self, sudo: bool = False, env: dict | None = None):
+        self.sudo = sudo
+        self.env = env
+
+    def run(self, argv: Sequence[str], timeout: float,
+            input: str | None = None) -> Result:
+        argv = list(argv)
+        if self.sudo:
+            argv = ['sudo', '-n', *argv]
+        try:
+            proc = subprocess.run(argv, input=input, capture_output=True,
+                                  text=True, timeout=timeout, env=self.env,
+                                  stdin=None if input is not None
+                                  else subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise CommandNotFound(f'{argv[0]}: command not found') from None
+        except PermissionError:
+            raise CommandNotFound(f'{argv[0]}: permission denied') from None
+        except subprocess.TimeoutExpired:
+            raise CommandTimeout(
+                f'{shlex.join(argv)} did not finish within {timeout:g}s'
+            ) from None
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _split_timeouts(total: float) -> tuple[float, float]:
+    """Connect/banner/auth timeout and command timeout, each below `total`.
+
+    The plugin's -t fires SIGALRM at `total`; our own timeouts must fire
+    first so the message names what hung.
+    """
+    budget = max(total - 0.5, 0.5) if total > 1 else total * 0.8
+    connect = max(min(budget * 0.4, 10.0), 0.2)
+    return connect, budget
+
+
+class SSHRunner:
+    """Runs argv lists on a host over SSH with key auth and verified host keys."""
+
+    def __init__(self, host: str, opts: SSHOptions = SSHOptions(),
+                 timeout: float = 10.0):
+        self.host = host
+        self.opts = opts
+        self.timeout = timeout
+        self._client = None
+
+    # -- connection ------------------------------------------------------
+    def _where(self) -> str:
+        return self.host if self.opts.port == 22 else f'{self.host}:{self.opts.port}'
+
+    def connect(self) -> None:
+        if self._client is not None:
+            return
+        import paramiko  # lazy: local mode never pays for it
+
+        client = paramiko.SSHClient()
+        known = self.opts.known_hosts or os.path.expanduser('~/.ssh/known_hosts')
+        try:
+            if self.opts.known_hosts or os.path.exists(known):
+                client.load_host_keys(known)
+            else:
+                client.load_system_host_keys()
+        except FileNotFoundError:
+            raise HostKeyUnknown(
+                f'known_hosts file {known} does not exist') from None
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostKeyUnknown(f'cannot read known_hosts {known}: {exc}') from None
+        if self.opts.accept_new_host_key:
+            client.set_missing_host_key_policy(_AcceptNewPolicy(known))
+        else:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        connect_t, _ = _split_timeouts(self.timeout)
+        where = self._where()
+        try:
+            client.connect(
+                self.host, port=self.opts.port, username=self.opts.user,
+                key_filename=self.opts.identity, look_for_keys=self.opts.identity is None,
+                allow_agent=False, timeout=connect_t, banner_timeout=connect_t,
+                auth_timeout=connect_t, channel_timeout=connect_t)
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyChanged(
+                f'host key for {where} has CHANGED (got {exc.key.get_name()} '
+                f'{exc.key.get_fingerprint().hex()}): possible man-in-the-middle; '
+                f'if the host was reinstalled, remove its old entry from {known}'
+            ) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise AuthFailed(
+                f'SSH authentication as {self.opts.user}@{where} failed '
+                f'(key {self.opts.identity or "default"} refused)') from None
+        except paramiko.SSHException as exc:
+            client.close()
+            msg = str(exc)
+            if 'not found in known_hosts' in msg:
+                raise HostKeyUnknown(
+                    f'host key for {where} is unknown: add it to {known} '
+                    f'(ssh-keyscan -p {self.opts.port} {self.host} >> {known}) '
+                    f'or pass --ssh-accept-new-host-key') from None
+            if 'banner' in msg.lower() or 'timed out' in msg.lower():
+                raise HostTimeout(
+                    f'SSH to {where} timed out after {connect_t:g}s '
+                    f'waiting for the server ({msg})') from None
+            raise HostUnreachable(f'SSH to {where} failed: {msg}') from None
+        except socket.timeout:
+            client.close()
+            raise HostTimeout(
+                f'SSH to {where} timed out after {connect_t:g}s (host hung?)'
+            ) from None
+        except ConnectionRefusedError:
+            client.close()
+            raise HostUnreachable(
+                f'SSH to {where}: connection refused (host down?)') from None
+        except (OSError, EOFError) as exc:
+            client.close()
+            if isinstance(exc, socket.gaierror):
+                raise HostUnreachable(f'cannot resolve {self.host}: {exc}') from None
+            raise HostUnreachable(f'SSH to {where}: {exc.strerror or exc}') from None
+        self._client = client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- commands --------------------------------------------------------
+    def command_line(self, argv: Sequence[str]) -> str:
+        argv = list(argv)
+        if self.opts.sudo:
+            argv = ['sudo', '-n', *argv]
+        return shlex.join(argv)
+
+    def run(self, argv: Sequence[str], timeout: float | None = None,
+            input: str | None = None) -> Result:
+        timeout = self.timeout if timeout is None else timeout
+        started = time.monotonic()
+        self.connect()
+        remaining = max(timeout - (time.monotonic() - started), 0.1)
+        line = self.command_line(argv)
+        transport = self._client.get_transport()
+        try:
+            chan = transport.open_session(timeout=remaining)
+        except Exception as exc:  # noqa: BLE001 - paramiko raises many kinds
+            self.close()
+            raise HostTimeout(f'{self._where()}: cannot open a session: {exc}') from None
+        chan.settimeout(0.2)
+        chan.exec_command(line)
+        if input is not None:
+            chan.sendall(input.encode())
+        chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + remaining
+        while True:
+            progressed = False
+            while chan.recv_ready():
+                out += chan.recv(65536)
+                progressed = True
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+                progressed = True
+            if chan.exit_status_ready() and not chan.recv_ready() \
+                    and not chan.recv_stderr_ready():
+                break
+            if time.monotonic() > deadline:
+                chan.close()
+                self.close()
+                raise CommandTimeout(
+                    f'{line} on {self._where()} did not finish within '
+                    f'{remaining:.1f}s')
+            if not progressed:
+                try:
+                    data = chan.recv(65536)
+                    if data:
+                        out += data
+                    elif chan.closed or chan.eof_received:
+                        if chan.exit_status_ready():
+                            continue
+                except socket.timeout:
+                    pass
+        status = chan.recv_exit_status()
+        chan.close()
+        if status == 127 and not out:
+            raise CommandNotFound(
+                f'{argv[0]}: command not found on {self._where()}')
+        return Result(status, out.decode(errors='replace'),
+                      err.decode(errors='replace'))
+
+
+class _AcceptNewPolicy:
+    """Trust-on-first-use, only behind the explicit --ssh-accept-new-host-key.
+
+    Like OpenSSH's StrictHostKeyChecking=accept-new: an unknown host is added
+    to known_hosts; a *changed* key is still rejected by paramiko before any
+    policy is asked.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        with open(self.path, 'a', encoding='ascii') as fh:
+            fh.write(f'{hostname} {key.get_name()} {key.get_base64()}\n')
+
+
+def make_runner(host: str | None, opts: SSHOptions = SSHOptions(),
+                timeout: float = 10.0):
+    """No host (or 'localhost' with no SSH wanted) = local mode."""
+    if not host:
+        return LocalRunner(sudo=opts.sudo)
+    return SSHRunner(host, opts, timeout)
