@@ -11,6 +11,7 @@ times a day: it is imported only inside `SSHRunner.connect`.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import socket
@@ -169,6 +170,13 @@ class SSHRunner:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
         connect_t, _ = _split_timeouts(self.timeout)
         where = self._where()
+        # paramiko logs transport errors through logging; without a handler
+        # Python prints them on stderr next to our one-line answer
+        logging.getLogger('paramiko').addHandler(logging.NullHandler())
+        logging.getLogger('paramiko').propagate = False
+        if self.opts.identity and not os.access(self.opts.identity, os.R_OK):
+            raise AuthFailed(f'cannot read SSH key {self.opts.identity}')
+        started = time.monotonic()
         try:
             client.connect(
                 self.host, port=self.opts.port, username=self.opts.user,
@@ -187,9 +195,17 @@ class SSHRunner:
             raise AuthFailed(
                 f'SSH authentication as {self.opts.user}@{where} failed '
                 f'(key {self.opts.identity or "default"} refused)') from None
+        except paramiko.ssh_exception.NoValidConnectionsError:
+            client.close()
+            raise HostUnreachable(
+                f'SSH to {where}: connection refused (host down?)') from None
         except paramiko.SSHException as exc:
             client.close()
             msg = str(exc)
+            if time.monotonic() - started >= connect_t * 0.9:
+                raise HostTimeout(
+                    f'SSH to {where} timed out after {connect_t:g}s '
+                    f'waiting for the server (host hung?)') from None
             if 'not found in known_hosts' in msg:
                 raise HostKeyUnknown(
                     f'host key for {where} is unknown: add it to {known} '

@@ -1,0 +1,134 @@
+"""The state database (SQLite): listing cache, leases, restart counts, journal.
+
+Many checks write at once (Nagios runs them in parallel), so the database is
+in WAL mode with a busy timeout, and each write is one short transaction.
+Placement ("where was web1 last seen?") is derived from the listings, not
+stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PATH = '/var/lib/xenha/state.db'
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS listing (
+    host      TEXT PRIMARY KEY,   -- as the checks reach it (-H value or inventory address)
+    hostname  TEXT,               -- what the toolstack calls itself
+    taken_at  REAL NOT NULL,
+    domains   TEXT NOT NULL,      -- JSON list of domains (without Domain-0)
+    free_memory  INTEGER,
+    total_memory INTEGER
+);
+CREATE TABLE IF NOT EXISTS lease (
+    dom0      TEXT PRIMARY KEY,
+    job       TEXT NOT NULL,
+    pid       INTEGER NOT NULL,
+    taken_at  REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failover (
+    job       TEXT PRIMARY KEY,
+    dom0      TEXT NOT NULL,
+    started   REAL NOT NULL,
+    finished  REAL,
+    result    TEXT               -- ok | partial | refused | failed
+);
+CREATE TABLE IF NOT EXISTS restart (
+    domu      TEXT NOT NULL,
+    at        REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journal (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        REAL NOT NULL,
+    job       TEXT,
+    dom0      TEXT,
+    domu      TEXT,
+    step      TEXT NOT NULL,
+    level     TEXT NOT NULL,
+    message   TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS journal_append_only_u BEFORE UPDATE ON journal
+BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS journal_append_only_d BEFORE DELETE ON journal
+BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+"""
+
+
+def default_path() -> str:
+    return os.environ.get('XENHA_STATE_DB', DEFAULT_PATH)
+
+
+@dataclass(frozen=True)
+class Listing:
+    host: str
+    hostname: str | None
+    taken_at: float
+    domains: list          # dicts: name, domid, memory, vcpus, state, flags, cpu_time
+    free_memory: int | None
+    total_memory: int | None
+
+    def age(self, now: float | None = None) -> float:
+        return (now or time.time()) - self.taken_at
+
+
+class StateDB:
+    def __init__(self, path: str | os.PathLike | None = None, timeout: float = 10.0):
+        self.path = str(path or default_path())
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute('PRAGMA busy_timeout = %d' % int(timeout * 1000))
+        if self.db.execute('PRAGMA journal_mode').fetchone()[0] != 'wal':
+            self.db.execute('PRAGMA journal_mode = WAL')
+        self.db.execute('PRAGMA synchronous = NORMAL')
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='journal'").fetchone():
+            self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- listing cache (written by check_xen_host) ------------------------------
+    def record_listing(self, host: str, domains, info=None, hostname: str | None = None,
+                       taken_at: float | None = None) -> None:
+        rows = [{'name': d.name, 'domid': d.domid, 'memory': d.memory, 'vcpus': d.vcpus,
+                 'state': d.state.value, 'flags': d.flags, 'cpu_time': d.cpu_time}
+                for d in domains if not d.is_dom0]
+        self.db.execute(
+            'INSERT OR REPLACE INTO listing VALUES (?,?,?,?,?,?)',
+            (host, hostname or (info.host if info else None), taken_at or time.time(),
+             json.dumps(rows), info.free_memory if info else None,
+             info.total_memory if info else None))
+
+    def listing(self, host: str) -> Listing | None:
+        row = self.db.execute('SELECT * FROM listing WHERE host = ?', (host,)).fetchone()
+        return _listing(row) if row else None
+
+    def listings(self) -> list[Listing]:
+        return [_listing(r) for r in
+                self.db.execute('SELECT * FROM listing ORDER BY host').fetchall()]
+
+    def forget_domain(self, host: str, name: str) -> None:
+        """Drop one domain from a host's cached listing (it was moved away)."""
+        listing = self.listing(host)
+        if listing is None:
+            return
+        rows = [d for d in listing.domains if d['name'] != name]
+        self.db.execute('UPDATE listing SET domains = ? WHERE host = ?',
+                        (json.dumps(rows), host))
+
+
+def _listing(row) -> Listing:
+    return Listing(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])

@@ -1,0 +1,217 @@
+"""The Xen toolstack: `xl` (Xen 4.x), `xm` (Xen 3.x), or whichever a host has.
+
+Parsers for `list` and `info` that accept every layout the two tools have
+printed across releases (xl's tab-separated header, xm's `Mem(MiB)` column,
+inactive xend-managed domains without an ID, extra columns such as xl's
+`Security Label`, names longer than the 40-character column), and refuse
+anything else with `UnparseableOutput`: a check must say UNKNOWN rather than
+a wrong OK.  The verbs create / shutdown / destroy are what the failover
+engine uses.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from xenha.runner import CommandNotFound, Result
+
+MiB = 1024 * 1024
+
+
+class ToolstackError(Exception):
+    """The toolstack ran but failed; the message quotes its reason."""
+
+
+class UnparseableOutput(ToolstackError):
+    """The toolstack printed something that is not a listing we understand."""
+
+
+class State(enum.Enum):
+    RUNNING = 'running'
+    BLOCKED = 'blocked'      # idle: healthy for a PV guest
+    PAUSED = 'paused'
+    SHUTDOWN = 'shutdown'    # going away: shutdown, reboot or suspend requested
+    CRASHED = 'crashed'
+    DYING = 'dying'
+    INACTIVE = 'inactive'    # xend-managed domain that is defined but not running
+
+    @property
+    def healthy(self) -> bool:
+        return self in (State.RUNNING, State.BLOCKED)
+
+    @property
+    def present(self) -> bool:
+        """It holds memory and may touch its disks: counts for split brain."""
+        return self is not State.INACTIVE
+
+
+# One letter a position in the flags column; the worst flag decides.
+_FLAG_ORDER = [('d', State.DYING), ('c', State.CRASHED), ('s', State.SHUTDOWN),
+               ('p', State.PAUSED), ('r', State.RUNNING), ('b', State.BLOCKED)]
+_FLAGS_RE = re.compile(r'^[rbpscd-]{5,6}$')
+
+
+def decode_flags(flags: str, has_id: bool = True) -> State:
+    """Decode xl/xm's state column, e.g. ``-b----`` → BLOCKED.
+
+    No flag at all means runnable but not on a CPU right now (busy guests on
+    a loaded host show it), or, for a domain without an ID, defined but off.
+
+    >>> decode_flags('r-----'), decode_flags('--p---'), decode_flags('------')
+    (<State.RUNNING: 'running'>, <State.PAUSED: 'paused'>, <State.RUNNING: 'running'>)
+    """
+    if not _FLAGS_RE.match(flags) or any(flags.count(c) > 1 for c in 'rbpscd'):
+        raise UnparseableOutput(f'unknown domain state {flags!r}')
+    for letter, state in _FLAG_ORDER:
+        if letter in flags:
+            return state
+    return State.RUNNING if has_id else State.INACTIVE
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    domid: int | None
+    memory: int          # bytes
+    vcpus: int
+    state: State
+    flags: str
+    cpu_time: float      # seconds, a counter
+
+    @property
+    def is_dom0(self) -> bool:
+        return self.domid == 0 or self.name == 'Domain-0'
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    host: str
+    total_memory: int    # bytes
+    free_memory: int     # bytes
+    nr_cpus: int
+    xen_version: str
+    fields: dict = field(default_factory=dict, compare=False)
+
+
+# A row: name, [id], mem, vcpus, [flags], time, [extra columns...]
+_ROW_RE = re.compile(
+    r'^(?P<name>\S+)\s+(?:(?P<id>\d+)\s+)?(?P<mem>\d+)\s+(?P<vcpus>\d+)\s+'
+    r'(?:(?P<flags>[rbpscd-]{5,6})\s+)?(?P<time>\d+(?:\.\d+)?)(?:\s+(?P<extra>.*))?$')
+_HEADER_RE = re.compile(r'^Name\s+ID\s+Mem(?:\(MiB\))?\s+VCPUs\s+State\s+Time\(s\)')
+
+
+def parse_list(text: str) -> list[Domain]:
+    """Parse `xl list` / `xm list` output (any release seen in the wild)."""
+    lines = text.splitlines()
+    for start, line in enumerate(lines):
+        if _HEADER_RE.match(line.strip()):
+            break
+    else:
+        first = next((l for l in lines if l.strip()), '')
+        raise UnparseableOutput(
+            'no domain list header in toolstack output'
+            + (f' (first line: {first.strip()[:60]!r})' if first else ' (empty output)'))
+    domains = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        m = _ROW_RE.match(line.strip())
+        if not m:
+            raise UnparseableOutput(f'cannot parse domain list line {line.strip()[:80]!r}')
+        has_id = m['id'] is not None
+        flags = m['flags'] or '------'
+        domains.append(Domain(
+            name=m['name'], domid=int(m['id']) if has_id else None,
+            memory=int(m['mem']) * MiB, vcpus=int(m['vcpus']),
+            state=decode_flags(flags, has_id), flags=flags,
+            cpu_time=float(m['time'])))
+    if not any(d.is_dom0 for d in domains):
+        raise UnparseableOutput('domain list without Domain-0')
+    return domains
+
+
+def parse_info(text: str) -> HostInfo:
+    """Parse `xl info` / `xm info`: ``key   : value`` lines (values may end in blanks)."""
+    fields = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(':')
+        if not sep or not re.match(r'^[a-z_0-9]+$', key.strip()):
+            raise UnparseableOutput(f'cannot parse info line {line.strip()[:80]!r}')
+        fields[key.strip()] = value.strip()
+    try:
+        total = int(fields['total_memory']) * MiB
+        free = int(fields['free_memory']) * MiB
+    except KeyError as exc:
+        raise UnparseableOutput(f'toolstack info has no {exc.args[0]}') from None
+    except ValueError:
+        raise UnparseableOutput('toolstack info: memory is not a number') from None
+    version = fields.get('xen_version') or '.'.join(
+        fields.get(k, '?') for k in ('xen_major', 'xen_minor')) + fields.get('xen_extra', '')
+    return HostInfo(host=fields.get('host', ''), total_memory=total, free_memory=free,
+                    nr_cpus=int(fields.get('nr_cpus', 0) or 0), xen_version=version,
+                    fields=fields)
+
+
+DIALECTS = ('xl', 'xm', 'auto')
+
+
+class Toolstack:
+    """The toolstack on one host, reached through a runner."""
+
+    def __init__(self, runner, dialect: str = 'auto', command: str | None = None,
+                 timeout: float = 10.0):
+        if dialect not in DIALECTS:
+            raise ValueError(f'toolstack must be one of {", ".join(DIALECTS)}')
+        self.runner = runner
+        self.dialect = dialect
+        self.timeout = timeout
+        # --toolstack-command: one shell-quoted string, the verb is appended
+        self.prefix = shlex.split(command) if command else None
+
+    def _argv(self, dialect: str, verb: Sequence[str]) -> list[str]:
+        return [*(self.prefix or [dialect]), *verb]
+
+    def run(self, *verb: str) -> Result:
+        """Run a verb; with `auto`, prefer xl and fall back to xm (as Pacemaker does)."""
+        if self.dialect != 'auto' or self.prefix:
+            return self.runner.run(self._argv(self.dialect, verb), self.timeout)
+        try:
+            result = self.runner.run(self._argv('xl', verb), self.timeout)
+        except CommandNotFound:
+            result = None
+        if result is None or result.exit == 127:
+            self.dialect = 'xm'
+            try:
+                return self.runner.run(self._argv('xm', verb), self.timeout)
+            except CommandNotFound:
+                raise ToolstackError('neither xl nor xm found on the host') from None
+        self.dialect = 'xl'
+        return result
+
+    def _checked(self, *verb: str) -> Result:
+        result = self.run(*verb)
+        if result.exit != 0:
+            raise ToolstackError(f'{" ".join(self._argv(self.dialect, verb[:1]))} '
+                                 f'failed: {result.reason()}')
+        return result
+
+    def list(self) -> list[Domain]:
+        return parse_list(self._checked('list').out)
+
+    def info(self) -> HostInfo:
+        return parse_info(self._checked('info').out)
+
+    def create(self, config: str) -> Result:
+        return self.run('create', config)
+
+    def shutdown(self, name: str, wait: bool = False) -> Result:
+        return self.run('shutdown', *(['-w'] if wait else []), name)
+
+    def destroy(self, name: str) -> Result:
+        return self.run('destroy', name)
