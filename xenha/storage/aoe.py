@@ -1,0 +1,341 @@
+"""ATA over Ethernet: frame codec, a raw-socket probe, the `aoe-stat` parser,
+and the commands a spare dom0 runs to find its AoE disks.
+
+AoE is plain layer 2 (ethertype 0x88A2), so a probe needs a raw AF_PACKET
+socket, i.e. root or CAP_NET_RAW.  A Query Config for shelf.slot is
+broadcast on one interface; every target exporting that address answers
+with its MAC, buffer count and firmware; an ATA IDENTIFY sent to one of
+them tells the model and size.  More than one answer for the same
+shelf.slot is two exports of the same address: a data-corruption risk.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+ETH_P_AOE = 0x88A2
+BROADCAST = b'\xff' * 6
+SHELF_ANY, SLOT_ANY = 0xffff, 0xff
+CMD_ATA, CMD_QUERY = 0, 1
+FLAG_RESPONSE, FLAG_ERROR = 0x08, 0x04
+ATA_IDENTIFY = 0xec
+MIN_FRAME = 60          # Ethernet minimum without FCS; veth does not pad
+
+ERRORS = {1: 'unrecognized command', 2: 'bad argument', 3: 'device unavailable',
+          4: 'config string present', 5: 'unsupported version',
+          6: 'target reserved'}
+
+
+class AoeError(Exception):
+    """The probe could not run (no interface, no permission, bad frame)."""
+
+
+class NeedRawSocket(AoeError):
+    """No CAP_NET_RAW: say how to grant it."""
+
+
+class BadFrame(AoeError):
+    """A frame that is not a well-formed AoE frame."""
+
+
+# -- codec ------------------------------------------------------------------------
+@dataclass
+class Frame:
+    dst: bytes
+    src: bytes
+    shelf: int
+    slot: int
+    command: int
+    tag: int
+    flags: int = 0
+    error: int = 0
+    version: int = 1
+    arg: bytes = b''
+
+    @property
+    def response(self) -> bool:
+        return bool(self.flags & FLAG_RESPONSE)
+
+    def encode(self) -> bytes:
+        head = struct.pack('>6s6sHBBHBBI', self.dst, self.src, ETH_P_AOE,
+                           (self.version << 4) | self.flags, self.error,
+                           self.shelf, self.slot, self.command, self.tag)
+        frame = head + self.arg
+        return frame + b'\0' * (MIN_FRAME - len(frame))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> 'Frame':
+        if len(raw) < 24:
+            raise BadFrame(f'AoE frame too short ({len(raw)} bytes)')
+        dst, src, etype, vf, err, shelf, slot, cmd, tag = struct.unpack(
+            '>6s6sHBBHBBI', raw[:24])
+        if etype != ETH_P_AOE:
+            raise BadFrame(f'ethertype 0x{etype:04x} is not AoE')
+        return cls(dst, src, shelf, slot, cmd, tag, vf & 0x0f, err, vf >> 4,
+                   raw[24:])
+
+
+def query_config(src: bytes, shelf: int, slot: int, tag: int,
+                 dst: bytes = BROADCAST) -> Frame:
+    """Query Config 'read' (ccmd 0): every target for shelf.slot answers."""
+    arg = struct.pack('>HHBBH', 0, 0, 0, 0, 0)
+    return Frame(dst, src, shelf, slot, CMD_QUERY, tag, arg=arg)
+
+
+def ata_identify(src: bytes, dst: bytes, shelf: int, slot: int, tag: int) -> Frame:
+    # aflags 0, feature 0, sector count 1, command IDENTIFY, lba 0, reserved
+    arg = struct.pack('>BBBB6sH', 0, 0, 1, ATA_IDENTIFY, b'\0' * 6, 0)
+    return Frame(dst, src, shelf, slot, CMD_ATA, tag, arg=arg)
+
+
+@dataclass
+class Config:
+    bufcnt: int
+    firmware: int
+    sectors: int         # max sectors per ATA command (0 = 2)
+    aoe_version: int
+    config: bytes
+
+
+def decode_config(arg: bytes) -> Config:
+    if len(arg) < 8:
+        raise BadFrame('Query Config argument too short')
+    bufcnt, fw, sc, verccmd, cslen = struct.unpack('>HHBBH', arg[:8])
+    return Config(bufcnt, fw, sc, verccmd >> 4, arg[8:8 + cslen])
+
+
+@dataclass
+class Identity:
+    model: str
+    serial: str
+    firmware: str
+    sectors: int
+
+    @property
+    def size(self) -> int:
+        return self.sectors * 512
+
+
+def _ata_string(words: bytes) -> str:
+    # ATA strings are big-endian within each 16-bit word
+    swapped = b''.join(words[i + 1:i + 2] + words[i:i + 1]
+                       for i in range(0, len(words), 2))
+    return swapped.decode('ascii', 'replace').strip(' \0')
+
+
+def decode_identify(arg: bytes) -> Identity:
+    """ATA arg (12 bytes) + 512 IDENTIFY DEVICE bytes -> model, size."""
+    data = arg[12:12 + 512]
+    if len(data) < 512:
+        raise BadFrame(f'IDENTIFY data is {len(data)} bytes, not 512')
+    status = arg[3]
+    if status & 0x01:                        # ERR bit in the ATA status
+        raise BadFrame(f'IDENTIFY failed (ATA status 0x{status:02x})')
+    words = struct.unpack('<256H', data)
+    if words[83] & (1 << 10):                # LBA48 supported
+        sectors = words[100] | words[101] << 16 | words[102] << 32 | words[103] << 48
+    else:
+        sectors = words[60] | words[61] << 16
+    return Identity(_ata_string(data[54:94]), _ata_string(data[20:40]),
+                    _ata_string(data[46:54]), sectors)
+
+
+# -- probe ------------------------------------------------------------------------
+@dataclass
+class Responder:
+    mac: str
+    shelf: int
+    slot: int
+    rtt: float
+    config: Config
+    identity: Identity | None = None
+    error: str = ''
+
+    @property
+    def name(self) -> str:
+        return f'e{self.shelf}.{self.slot}'
+
+
+def mac_text(raw: bytes) -> str:
+    return ':'.join(f'{b:02x}' for b in raw)
+
+
+def open_socket(interface: str) -> socket.socket:
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                             socket.htons(ETH_P_AOE))
+    except PermissionError:
+        raise NeedRawSocket(
+            'AoE needs a raw socket (CAP_NET_RAW): run as root, through sudo '
+            '(e.g. "nagios ALL=(root) NOPASSWD: /usr/lib/nagios/plugins/'
+            'check_aoe_target"), or grant the capability to a copy of the '
+            'interpreter: setcap cap_net_raw+ep /usr/local/lib/xenha-python3'
+        ) from None
+    try:
+        sock.bind((interface, ETH_P_AOE))
+    except OSError as exc:
+        sock.close()
+        raise AoeError(f'interface {interface}: {exc.strerror or exc}') from None
+    return sock
+
+
+def _collect(sock, tag: int, deadline: float, settle: float | None,
+             started: float) -> list[tuple[Frame, float]]:
+    """Answers carrying `tag` until `deadline`; once one arrived, wait only
+    `settle` seconds more for others (None: wait for just one)."""
+    got: list[tuple[Frame, float]] = []
+    while True:
+        now = time.monotonic()
+        if got and settle is None:
+            return got
+        end = min(deadline, got[0][1] + started + settle) if got else deadline
+        if now >= end:
+            return got
+        ready, _, _ = select.select([sock], [], [], end - now)
+        if not ready:
+            continue
+        raw = sock.recv(9000)
+        try:
+            frame = Frame.decode(raw)
+        except BadFrame:
+            continue
+        if frame.response and frame.tag == tag:
+            got.append((frame, time.monotonic() - started))
+
+
+def probe(interface: str, shelf: int = SHELF_ANY, slot: int = SLOT_ANY,
+          timeout: float = 2.0, settle: float = 0.1,
+          identify: bool = False, sock: socket.socket | None = None) -> list[Responder]:
+    """Broadcast Query Config; one Responder per answer (maybe none).
+
+    Waits up to `timeout` for the first answer, then `settle` seconds for
+    duplicates (or, for wildcards, the rest of the segment).
+    """
+    own = sock is None
+    sock = sock or open_socket(interface)
+    try:
+        src = sock.getsockname()[4]
+        tag = int.from_bytes(os.urandom(4), 'big') & 0x7fffffff
+        started = time.monotonic()
+        sock.send(query_config(src, shelf, slot, tag).encode())
+        answers = _collect(sock, tag, started + timeout, settle, started)
+        out = []
+        for frame, rtt in answers:
+            r = Responder(mac_text(frame.src), frame.shelf, frame.slot, rtt,
+                          decode_config(frame.arg))
+            if frame.flags & FLAG_ERROR:
+                r.error = ERRORS.get(frame.error, f'error {frame.error}')
+            out.append(r)
+        if identify:
+            for r, (frame, _) in zip(out, answers):
+                r.identity = _identify(sock, src, frame, timeout)
+        return out
+    finally:
+        if own:
+            sock.close()
+
+
+def _identify(sock, src: bytes, answer: Frame, timeout: float) -> Identity | None:
+    tag = int.from_bytes(os.urandom(4), 'big') & 0x7fffffff
+    started = time.monotonic()
+    sock.send(ata_identify(src, answer.src, answer.shelf, answer.slot, tag).encode())
+    got = _collect(sock, tag, started + timeout, None, started)
+    if not got:
+        return None
+    frame = got[0][0]
+    if frame.flags & FLAG_ERROR:
+        raise BadFrame(f'e{answer.shelf}.{answer.slot} refused IDENTIFY: '
+                       f'{ERRORS.get(frame.error, frame.error)}')
+    return decode_identify(frame.arg)
+
+
+# -- aoe-stat -----------------------------------------------------------------------
+@dataclass
+class AoeDevice:
+    name: str             # 'e1.2'
+    size: str             # '0.067GB' or '(NA)'
+    netif: str
+    state: str            # 'up', 'down', 'down,closewait', '(NA)'
+    payload: str = ''
+
+    @property
+    def up(self) -> bool:
+        return self.state.split(',')[0] == 'up'
+
+    @property
+    def size_bytes(self) -> int | None:
+        if not self.size.endswith('GB'):
+            return None
+        return int(round(float(self.size[:-2]) * 1e9))
+
+
+def parse_aoe_stat(text: str) -> list[AoeDevice]:
+    """Parse aoe-stat (aoetools 30..37): name size netif [payload] state."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts or not parts[0].startswith('e') or 'Warning' in line:
+            continue
+        if len(parts) == 5:
+            out.append(AoeDevice(parts[0], parts[1], parts[2], parts[4], parts[3]))
+        elif len(parts) == 4:
+            out.append(AoeDevice(parts[0], parts[1], parts[2], parts[3]))
+        else:
+            raise ValueError(f'unexpected aoe-stat line: {line!r}')
+    return out
+
+
+def format_aoe_stat(devices: list[AoeDevice]) -> str:
+    """The exact layout aoe-stat prints (with the payload column)."""
+    return ''.join(f'{d.name:>10} {d.size:>15} {d.netif:>10} {d.payload:<5} '
+                   f'{d.state:<14}\n' for d in sorted(devices, key=lambda d: d.name))
+
+
+def gb_text(size_bytes: int) -> str:
+    """aoe-stat's size: billions of bytes with three decimals."""
+    milli = size_bytes // 1000000
+    return f'{milli // 1000}.{milli % 1000:03d}GB'
+
+
+# -- what a spare dom0 runs (the failover engine's API) ------------------------------
+def device_name(shelf: int, slot: int) -> str:
+    return f'e{shelf}.{slot}'
+
+
+def device_path(shelf: int, slot: int) -> str:
+    return f'/dev/etherd/e{shelf}.{slot}'
+
+
+def discover_commands() -> list[list[str]]:
+    """argv lists to run on the spare: make the aoe driver probe the SAN."""
+    return [['aoe-discover']]
+
+
+def stat_command() -> list[str]:
+    return ['aoe-stat']
+
+
+def device_ready(stat_output: str, shelf: int, slot: int) -> bool:
+    name = device_name(shelf, slot)
+    try:
+        return any(d.name == name and d.up for d in parse_aoe_stat(stat_output))
+    except ValueError:
+        return False
+
+
+def wait_device(runner, shelf: int, slot: int, timeout: float = 30.0,
+                interval: float = 0.5) -> bool:
+    """Poll aoe-stat on the host behind `runner` until eX.Y is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = runner.run(stat_command(), timeout=min(10.0, timeout))
+        if result.exit == 0 and device_ready(result.out, shelf, slot):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
