@@ -97,11 +97,15 @@ class HostInfo:
     fields: dict = field(default_factory=dict, compare=False)
 
 
-# A row: name, [id], mem, vcpus, [flags], time, [extra columns...]
+# A row: name, id, mem, vcpus, flags, time; an inactive xend-managed domain
+# has neither id nor flags.  Extra columns (xl list -Z) only when the header has them.
 _ROW_RE = re.compile(
-    r'^(?P<name>\S+)\s+(?:(?P<id>\d+)\s+)?(?P<mem>\d+)\s+(?P<vcpus>\d+)\s+'
-    r'(?:(?P<flags>[rbpscd-]{5,6})\s+)?(?P<time>\d+(?:\.\d+)?)(?:\s+(?P<extra>.*))?$')
+    r'^(?P<name>\S+)\s+(?P<id>\d+)\s+(?P<mem>\d+)\s+(?P<vcpus>\d+)\s+'
+    r'(?P<flags>[rbpscd-]{5,6})\s+(?P<time>\d+(?:\.\d+)?)(?P<extra>\s+.*)?$')
+_INACTIVE_RE = re.compile(
+    r'^(?P<name>\S+)\s+(?P<mem>\d+)\s+(?P<vcpus>\d+)\s+(?P<time>\d+(?:\.\d+)?)$')
 _HEADER_RE = re.compile(r'^Name\s+ID\s+Mem(?:\(MiB\))?\s+VCPUs\s+State\s+Time\(s\)')
+_INFO_RE = re.compile(r'^([a-z_0-9]+)\s+:(.*)$')
 
 
 def parse_list(text: str) -> list[Domain]:
@@ -115,15 +119,16 @@ def parse_list(text: str) -> list[Domain]:
         raise UnparseableOutput(
             'no domain list header in toolstack output'
             + (f' (first line: {first.strip()[:60]!r})' if first else ' (empty output)'))
+    extra_columns = not _HEADER_RE.sub('', lines[start].strip()) == ''
     domains = []
     for line in lines[start + 1:]:
         if not line.strip():
             continue
-        m = _ROW_RE.match(line.strip())
-        if not m:
-            raise UnparseableOutput(f'cannot parse domain list line {line.strip()[:80]!r}')
-        has_id = m['id'] is not None
-        flags = m['flags'] or '------'
+        m = _ROW_RE.match(line.strip()) or _INACTIVE_RE.match(line.strip())
+        if not m or (m.groupdict().get('extra') and not extra_columns):
+            raise UnparseableOutput(f'cannot parse domain list line {line.strip()[:120]!r}')
+        has_id = 'id' in m.groupdict()
+        flags = m['flags'] if has_id else '------'
         domains.append(Domain(
             name=m['name'], domid=int(m['id']) if has_id else None,
             memory=int(m['mem']) * MiB, vcpus=int(m['vcpus']),
@@ -140,10 +145,10 @@ def parse_info(text: str) -> HostInfo:
     for line in text.splitlines():
         if not line.strip():
             continue
-        key, sep, value = line.partition(':')
-        if not sep or not re.match(r'^[a-z_0-9]+$', key.strip()):
-            raise UnparseableOutput(f'cannot parse info line {line.strip()[:80]!r}')
-        fields[key.strip()] = value.strip()
+        m = _INFO_RE.match(line)   # keys are padded: "free_memory            : 1512"
+        if not m:
+            raise UnparseableOutput(f'cannot parse info line {line.strip()[:120]!r}')
+        fields[m[1]] = m[2].strip()
     try:
         total = int(fields['total_memory']) * MiB
         free = int(fields['free_memory']) * MiB
