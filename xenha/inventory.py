@@ -585,7 +585,7 @@ class _Validator:
         device = self.take(t, s, name, 'device', 'str', None)
         mine, other = ((self.ISCSI_KEYS, self.AOE_KEYS) if kind == 'iscsi'
                        else (self.AOE_KEYS, self.ISCSI_KEYS) if kind == 'aoe'
-                       else ((), ()))
+                       else (self.ISCSI_KEYS + self.AOE_KEYS, ()))  # bad kind: said once
         for key in other:
             if key in t:
                 self.error(s, name, key, f'not used by an {kind!r} target', t.pop(key))
@@ -615,6 +615,8 @@ class _Validator:
             f = dict(shelf=self.int_range(t, s, name, 'shelf', 0, 65534),  # 0xffff: broadcast
                      slot=self.int_range(t, s, name, 'slot', 0, 254),      # 0xff: broadcast
                      interface=self.take(t, s, name, 'interface', 'str'))
+        for key in mine if kind is None else ():
+            t.pop(key, None)
         self.leftovers(t, s, name, ('kind', 'storage', 'device') + mine)
         return Target(name, kind, storage=storage, device_path=device, **f)
 
