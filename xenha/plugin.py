@@ -54,6 +54,21 @@ def size_range(text: str | None) -> str | None:
     return ('@' if inverted else '') + out
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """A usage error is UNKNOWN (exit 3) with a status line, not argparse's exit 2."""
+
+    def __init__(self, check_name: str, doc: str, **kw):
+        super().__init__(description=doc.split('\n\n')[0], epilog=None,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        self.check_name = check_name
+
+    def error(self, message):
+        import sys
+        self.print_usage(sys.stderr)
+        print(f'{self.check_name} UNKNOWN - {message.replace("|", "/")}')
+        sys.exit(3)
+
+
 def add_ssh_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group('remote mode (SSH); without -H the check runs locally')
     g.add_argument('-H', '--hostname', metavar='HOST',

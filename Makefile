@@ -1,0 +1,49 @@
+# xenha: `make demo` runs the lab cluster and the whole failover story on it;
+# `make test` runs the test suite.  Both install what they need on a fresh
+# Debian 12 machine (as root: apt-get for the real daemons the lab runs).
+
+PYTHON   ?= python3
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+# Debian packages of the real components the lab and the tests run
+APT_PACKAGES := openssh-server openssh-client tgt libiscsi-bin vblade aoetools \
+	nagios4-core icinga2 openipmi ipmitool fence-agents iproute2 python3-venv
+
+.PHONY: all deps venv test demo bench lint clean readme
+
+all: test
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# a non-editable install: the tests run the commands exactly as a site gets them
+venv: $(PY)
+	$(PY) -m pip install -q '.[test]'
+
+test: deps venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: deps venv
+	$(VENV)/bin/xenha demo
+
+bench: deps venv
+	$(PY) bench/run_all.py
+
+readme: venv
+	$(PY) tools/readme_options.py README.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,79 @@
+"""Shared fixtures: the installed commands and a lab per test."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def command(name: str) -> str:
+    """The installed command (pip install . puts it next to the interpreter)."""
+    path = BIN / name
+    if not path.exists():
+        pytest.fail(f'{name} is not installed in {BIN}: run `pip install .`')
+    return str(path)
+
+
+class Ran:
+    def __init__(self, proc, seconds):
+        self.rc = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+        self.first = proc.stdout.splitlines()[0] if proc.stdout else ''
+        self.seconds = seconds
+
+    @property
+    def status(self):
+        """The first line without perfdata: what an operator reads."""
+        return self.first.split(' | ')[0]
+
+    def __repr__(self):
+        return f'<rc={self.rc} {self.first!r} err={self.err[-300:]!r}>'
+
+
+def run(name, *args, env=None, timeout=60, cwd=None) -> Ran:
+    import time
+    t = time.monotonic()
+    proc = subprocess.run([command(name), *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=cwd,
+                          stdin=subprocess.DEVNULL)
+    return Ran(proc, time.monotonic() - t)
+
+
+@pytest.fixture
+def lab():
+    """An empty lab; torn down whatever happens in the test."""
+    from xenha.lab.core import Lab
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        problems = lab.down()
+        assert not problems, problems
+
+
+@pytest.fixture
+def dom0s(lab):
+    """Three simulated dom0s (dom0-1, dom0-2, dom0-3) on real sshds."""
+    from xenha.lab import dom0
+    for name in ('dom0-1', 'dom0-2', 'dom0-3'):
+        dom0.add_host(lab, name)
+    return lab
+
+
+def ssh_args(lab, host=None, **kw):
+    """Command-line options of a check reaching `host` of `lab` over SSH."""
+    from xenha.lab import dom0
+    opts = dom0.ssh_options(lab)
+    args = ['-i', kw.get('identity', opts.identity),
+            '--known-hosts', kw.get('known_hosts', opts.known_hosts),
+            '--state-db', lab.dir / 'state.db']
+    if host:
+        args[:0] = ['-H', lab.info['hosts'][host]['address']]
+    if opts.port != 22:
+        args += ['-p', opts.port]
+    return args
