@@ -1,0 +1,393 @@
+"""Fencing: make sure a failed dom0 is really off before its guests start elsewhere.
+
+Each dom0 has a chain of fence methods (from the inventory: objects with
+``method``, ``agent``, ``params``, ``password_file``, ``timeout``), tried in
+order; the first *confirmed* success wins.  If none succeeds, the failover
+engine must not start anything ("fencing failed: not starting anything").
+
+``agent``
+    Any standard fence agent (fence_ipmilan, fence_ilo, fence_drac5, …), run on
+    this node through the fence-agents interface: ``key=value`` lines on stdin
+    (the params, ``password=`` read from password_file at fencing time,
+    ``action=off``), then confirmed by ``action=status``.  Conventions of
+    fence-agents: exit 0 = success (status: power on), 2 = status off,
+    1 = failure with an ``ERROR: …`` line on stderr.
+``ssh``
+    ``xl destroy`` every guest of a dom0 that still answers SSH, then confirm
+    only Domain-0 is left.  NOT ENOUGH FOR PRODUCTION: the dom0 itself keeps
+    running, and a host that was hung (not dead) may resume and write to shared
+    disks again; Pacemaker says the same of its ssh agents.  Use it behind a
+    power method, or where a wrong guess costs nothing.
+``none``
+    Only when written alone and explicitly: nothing is fenced, and the outcome
+    says so (``FenceOutcome.skipped``), so the engine journals it every time.
+
+Secrets.  The password never goes on a command line, into a message, or into
+a log.  Two traps found with the real tools (fence-agents 4.12.1):
+
+* fence_ipmilan hands the password to ipmitool as ``-P PASSWORD``, readable
+  by every local user in /proc/PID/cmdline (39 of 40 runs caught it here).
+  For the fence_ipmilan family (fence_idrac, fence_ilo3-5, fence_imm …: the
+  agents whose metadata has ipmitool_path) the password is therefore *not* given to the agent: its
+  ``ipmitool_path`` points to a tiny shim that drops ``-P`` and runs ipmitool
+  with ``-E``, and the password travels in IPMITOOL_PASSWORD (the environment
+  of a process is readable by its owner only).
+* With ``verbose``/``debug`` fence agents log what they send (the password,
+  for telnet/ssh-driven devices), to syslog too: such params are refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from xenha.runner import CommandNotFound, CommandTimeout, LocalRunner, Result, RunnerError
+
+METHODS = ('agent', 'ssh', 'none')
+# agents live in sbin, which a monitoring daemon's PATH often lacks
+AGENT_DIRS = ('/usr/sbin', '/sbin', '/usr/local/sbin')
+# we set these ourselves, or they would leak the password (see the docstring)
+REFUSED_PARAMS = {
+    'action': 'the action is chosen by xenha',
+    'password': 'put the password in password_file', 'passwd': 'use password_file',
+    'password_script': 'use password_file', 'passwd_script': 'use password_file',
+    'verbose': 'agents log the password at this level',
+    'verbose_level': 'agents log the password at this level',
+    'debug': 'agents log the password at this level',
+    'debug_file': 'agents log the password at this level',
+}
+CONFIRM_WITHIN = 3.0   # seconds of status polls after an agent reported "off"
+
+IPMITOOL_SHIM = '''#!{python} -I
+# ipmitool for fence_ipmilan, password from IPMITOOL_PASSWORD (-E), not argv (-P)
+import os, sys
+args, rest = [], iter(sys.argv[1:])
+for arg in rest:
+    if arg == '-P':
+        next(rest, None)
+    else:
+        args.append(arg)
+os.execv({ipmitool!r}, [{ipmitool!r}, '-E', *args])
+'''
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One method tried: what, whether it was confirmed, why, how long."""
+    method: str
+    ok: bool
+    message: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FenceOutcome:
+    ok: bool              # confirmed fenced (or 'none' explicitly): may start guests
+    method: str           # label of the method that succeeded, '' if none did
+    message: str
+    seconds: float
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def skipped(self) -> bool:
+        """Nothing was fenced because the inventory says fencing = none."""
+        return self.ok and self.method == 'none'
+
+
+class FenceError(Exception):
+    """The agent could not be run, or did not finish; the message says why."""
+
+
+def label(method) -> str:
+    if method.method == 'agent':
+        return f'agent {os.path.basename(method.agent or "?")}'
+    return method.method
+
+
+# -- configuration -----------------------------------------------------------
+def problems(method) -> list[str]:
+    """Mistakes in one method, for the inventory to report at load time."""
+    out = []
+    if method.method not in METHODS:
+        return [f'unknown fence method {method.method!r} (one of {", ".join(METHODS)})']
+    if method.method == 'agent':
+        name = os.path.basename(method.agent or '')
+        if not re.fullmatch(r'fence_[A-Za-z0-9_]+', name):
+            out.append(f'agent {method.agent!r} is not a fence agent (fence_*)')
+    for key, value in method.params:
+        if key in REFUSED_PARAMS:
+            out.append(f'param {key!r} is refused: {REFUSED_PARAMS[key]}')
+        if not re.fullmatch(r'[a-z][a-z0-9_]*', key):
+            out.append(f'param name {key!r} is not a fence-agent option name')
+        if '\n' in str(value) or '\r' in str(value):
+            out.append(f'param {key!r}: a value may not contain a line break')
+    if method.password_file:
+        try:
+            if os.stat(method.password_file).st_mode & 0o004:
+                out.append(f'password file {method.password_file} is readable by '
+                           f'everyone (chmod 600 or 640)')
+        except OSError as exc:
+            out.append(f'password file {method.password_file}: {exc.strerror}')
+    return out
+
+
+# -- fence agents ------------------------------------------------------------
+def _find_agent(name: str) -> str:
+    path = os.pathsep.join([os.environ.get('PATH', ''), *AGENT_DIRS])
+    found = shutil.which(name, path=path) if not os.path.isabs(name) else \
+        (name if os.access(name, os.X_OK) else None)
+    if not found:
+        raise FenceError(f'fence agent {name} not found (looked in PATH and '
+                         f'{", ".join(AGENT_DIRS)}; is fence-agents installed?)')
+    return found
+
+
+def _read_password(method) -> str | None:
+    if not method.password_file:
+        return None
+    try:
+        text = Path(method.password_file).read_text()
+    except OSError as exc:
+        raise FenceError(f'cannot read password file {method.password_file}: '
+                         f'{exc.strerror}') from None
+    # the first line, without its line end: spaces may belong to the password
+    return text.splitlines()[0] if text else ''
+
+
+@functools.lru_cache(maxsize=32)
+def _runs_ipmitool(path: str, mtime: float) -> bool:
+    """Is this agent of the fence_ipmilan family (it takes ipmitool_path)?
+
+    Asked from the agent's own metadata, once per agent file: Debian ships
+    fence_idrac, fence_ilo3 … as copies of fence_ipmilan, not as symlinks.
+    """
+    try:
+        meta = LocalRunner().run([path, '-o', 'metadata'], 10).out
+    except RunnerError:
+        return False
+    return 'name="ipmitool_path"' in meta
+
+
+def call_agent(method, action: str, timeout: float) -> tuple[Result, str | None]:
+    """Run the agent once with `action`; returns its Result and the password
+    (to scrub from what it printed).  Raises FenceError when it could not run
+    or did not finish in `timeout` seconds."""
+    agent = os.path.basename(method.agent)
+    path = _find_agent(method.agent)
+    password = _read_password(method)
+    params = dict(method.params)
+    # the agent's own timeout fires before ours, so an unreachable device is
+    # reported as such ("Connection timed out") rather than as a hung agent
+    params.setdefault('power_timeout', str(max(1, int(timeout / 3))))
+    env = None
+    with tempfile.TemporaryDirectory(prefix='xenha-fence-') as tmp:
+        if password is not None and _runs_ipmitool(path, os.stat(path).st_mtime):
+            shim = Path(tmp) / 'ipmitool'
+            shim.write_text(IPMITOOL_SHIM.format(
+                python=sys.executable,
+                ipmitool=params.get('ipmitool_path', '/usr/bin/ipmitool')))
+            shim.chmod(0o700)
+            params['ipmitool_path'] = str(shim)
+            env = dict(os.environ, IPMITOOL_PASSWORD=password)
+        elif password is not None:
+            params['password'] = password
+        params['action'] = action
+        stdin = ''.join(f'{k}={v}\n' for k, v in params.items())
+        try:
+            return LocalRunner(env=env).run([path], timeout, input=stdin), password
+        except CommandNotFound:
+            raise FenceError(f'fence agent {path} cannot be run') from None
+        except CommandTimeout:
+            raise FenceError(f'{agent} {action} timed out after {round(timeout, 1):g}s '
+                             f'(agent hung?)') from None
+
+
+def _reason(result: Result, password: str | None) -> str:
+    """The agent's own error line, without its timestamp and warning noise."""
+    lines = [line.strip() for line in (result.err + '\n' + result.out).splitlines()]
+    lines = [line for line in lines if line and 'DeprecationWarning' not in line
+             and not line.startswith('from pipes')]
+    errors = [line for line in lines if 'ERROR' in line or 'Failed' in line]
+    text = (errors or lines or [f'exit status {result.exit}'])[0]
+    text = re.sub(r'^(\d{4}-\d\d-\d\d [\d:,]+ )?(ERROR: )?', '', text)
+    if password:
+        text = text.replace(password, '********')
+    return text
+
+
+def _explain(agent: str, action: str, result: Result, password: str | None) -> str:
+    """One distinct message per way an agent fails (fencing.py's fail() texts)."""
+    reason = _reason(result, password)
+    low = reason.lower()
+    if 'timed out waiting to power off' in low:
+        why = 'power still on after off (the device took the request, the host stayed up)'
+    elif 'connection timed out' in low or 'connection lost' in low:
+        why = 'fence device did not answer (unreachable or down?)'
+    elif 'unable to connect/login' in low:
+        why = 'fence device refused the connection or the login (wrong username/password?)'
+    elif 'unable to obtain correct plug status' in low:
+        why = 'fence device refused the status query (wrong username/password?)'
+    elif 'password' in low:
+        why = 'password problem'
+    else:
+        why = 'failed'
+    return f'{agent} {action}: {why}: {reason}'
+
+
+def power_state(method, timeout: float | None = None) -> tuple[str, str]:
+    """('on'|'off'|'unknown', message) from the agent's status action."""
+    if method.method != 'agent':
+        return 'unknown', f'{label(method)} cannot tell the power state'
+    agent = os.path.basename(method.agent)
+    try:
+        result, password = call_agent(method, 'status', timeout or method.timeout)
+    except FenceError as exc:
+        return 'unknown', str(exc)
+    if result.exit == 0:
+        return 'on', f'{agent} status: on'
+    if result.exit == 2:
+        return 'off', f'{agent} status: off'
+    return 'unknown', _explain(agent, 'status', result, password)
+
+
+def power_status(method, timeout: float | None = None) -> str:
+    """'on' | 'off' | 'unknown': for the engine's "is the dom0 really gone" step."""
+    return power_state(method, timeout)[0]
+
+
+def fence_on(method, timeout: float | None = None) -> Attempt:
+    """Power the dom0 on again (the lab's heal; an operator after repair)."""
+    started = time.monotonic()
+    if method.method != 'agent':
+        return Attempt(label(method), False, f'{label(method)} cannot power on', 0.0)
+    agent = os.path.basename(method.agent)
+    try:
+        result, password = call_agent(method, 'on', timeout or method.timeout)
+        ok = result.exit == 0
+        message = f'{agent} on: powered on' if ok else \
+            _explain(agent, 'on', result, password)
+    except FenceError as exc:
+        ok, message = False, str(exc)
+    return Attempt(label(method), ok, message, time.monotonic() - started)
+
+
+def _agent_off(method, budget: float) -> tuple[bool, str]:
+    deadline = time.monotonic() + budget
+    agent = os.path.basename(method.agent)
+    result, password = call_agent(method, 'off', budget)
+    if result.exit != 0:
+        return False, _explain(agent, 'off', result, password)
+    # confirm: never trust one "Success" (an agent may report off too early)
+    confirm_until = min(time.monotonic() + CONFIRM_WITHIN, deadline)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.2:
+            return False, f'{agent}: reported off, no time left to confirm it'
+        state, message = power_state(method, remaining)
+        if state == 'off':
+            return True, f'{agent}: powered off, status confirms off'
+        if time.monotonic() >= confirm_until:
+            if state == 'on':
+                return False, (f'{agent}: reported off, but status still says on '
+                               f'after {CONFIRM_WITHIN:g}s: the host is not fenced')
+            return False, f'{agent}: reported off, but cannot confirm: {message}'
+        time.sleep(0.3)
+
+
+# -- ssh: destroy the guests of a dom0 that still answers ----------------------
+def _ssh_destroy(dom0: str, method, runner_factory, budget: float) -> tuple[bool, str]:
+    from xenha.xen import Toolstack, ToolstackError
+
+    if runner_factory is None:
+        return False, 'ssh: no runner to reach the dom0'
+    params = dict(method.params)
+    deadline = time.monotonic() + budget
+    runner = runner_factory(dom0)
+    try:
+        xen = Toolstack(runner, dialect=params.get('toolstack', 'auto'),
+                        command=params.get('toolstack_command'), timeout=budget)
+        guests = [d.name for d in xen.list() if not d.is_dom0]
+        errors = []
+        for name in guests:
+            result = xen.destroy(name)
+            if result.exit != 0:
+                errors.append(f'{name}: {result.reason()}')
+        # confirm: a destroyed domain may linger a moment as "dying"
+        while True:
+            left = [d.name for d in xen.list() if not d.is_dom0]
+            if not left:
+                break
+            if time.monotonic() > deadline - 0.5:
+                return False, (f'ssh: still running after destroy: {", ".join(left)}'
+                               + (f' ({"; ".join(errors)})' if errors else ''))
+            time.sleep(0.2)
+    except (RunnerError, ToolstackError) as exc:
+        return False, f'ssh: {exc}'
+    finally:
+        runner.close()
+    return True, (f'ssh: destroyed {len(guests)} guest(s)'
+                  + (f' ({", ".join(guests)})' if guests else '')
+                  + '; only Domain-0 runs. The dom0 itself was NOT powered off: '
+                  'ssh fencing is not enough for production')
+
+
+# -- the chain ---------------------------------------------------------------
+def _try(dom0: str, method, runner_factory, budget: float) -> tuple[bool, str]:
+    if method.method == 'agent':
+        try:
+            return _agent_off(method, budget)
+        except FenceError as exc:
+            return False, str(exc)
+    if method.method == 'ssh':
+        return _ssh_destroy(dom0, method, runner_factory, budget)
+    return False, f'unknown fence method {method.method!r}'
+
+
+def fence(dom0: str, methods, runner_factory=None, timeout: float = 60.0) -> FenceOutcome:
+    """Fence `dom0` with the first method of the chain that confirms it.
+
+    runner_factory(dom0) -> a runner (run/close) to the dom0, for 'ssh';
+    `timeout` bounds the whole chain, each method's own timeout one attempt.
+    """
+    started = time.monotonic()
+    methods = tuple(methods)
+    attempts: list[Attempt] = []
+
+    def elapsed() -> float:
+        return time.monotonic() - started
+
+    if len(methods) == 1 and methods[0].method == 'none':
+        return FenceOutcome(True, 'none', (
+            f'fencing of {dom0} is "none" (written in the inventory): nothing was '
+            f'fenced; if {dom0} still runs its guests, they now run twice'),
+            0.0, (Attempt('none', True, 'explicit: nothing fenced', 0.0),))
+    for method in methods:
+        name, t0 = label(method), time.monotonic()
+        remaining = timeout - elapsed()
+        wrong = problems(method)
+        if method.method == 'none':
+            wrong = ['"none" must be the only method, never part of a chain']
+        if wrong:
+            attempts.append(Attempt(name, False, 'refused: ' + '; '.join(wrong), 0.0))
+            continue
+        if remaining <= 0.5:
+            attempts.append(Attempt(name, False, f'not tried: the fencing time '
+                                    f'budget of {timeout:g}s is used up', 0.0))
+            continue
+        ok, message = _try(dom0, method, runner_factory,
+                           min(method.timeout or remaining, remaining))
+        attempts.append(Attempt(name, ok, message, time.monotonic() - t0))
+        if ok:
+            return FenceOutcome(True, name, f'{dom0} fenced by {name}: {message}',
+                                elapsed(), tuple(attempts))
+    why = '; '.join(f'{a.method}: {a.message}' for a in attempts) \
+        or 'no fence method configured'
+    return FenceOutcome(False, '', f'fencing {dom0} failed: not starting anything '
+                        f'({why})', elapsed(), tuple(attempts))
