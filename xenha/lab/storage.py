@@ -252,20 +252,39 @@ def netns_of(lab: Lab, host: str) -> str:
 
 
 def vblade_start(lab: Lab, shelf: int, slot: int, name: str | None = None,
-                 size: int = 16 * MIB) -> str:
-    """Export eSHELF.SLOT from the SAN namespace; `name` allows a duplicate."""
+                 node: str | None = None, size: int = 16 * MIB) -> str:
+    """Export eSHELF.SLOT from the SAN namespace's bridge, or from another
+    storage `node` (its own namespace and MAC, on the same segment): the way
+    to make a duplicate export, as a second SAN box would."""
     st = info(lab)['aoe']
     name = name or f'vblade-e{shelf}.{slot}'
+    ns, iface = (st['san'], 'br0') if node is None else (_node(lab, node), SAN_IF)
     path = lab.dir / 'storage' / f'aoe-e{shelf}.{slot}.img'
     if not path.exists():
         with open(path, 'wb') as fh:
             fh.truncate(size)
-    lab.spawn(name, ['vblade', str(shelf), str(slot), 'br0', str(path)],
-              netns=st['san'])
-    st['exports'][name] = {'shelf': shelf, 'slot': slot, 'path': str(path)}
+    lab.spawn(name, ['vblade', str(shelf), str(slot), iface, str(path)], netns=ns)
+    st['exports'][name] = {'shelf': shelf, 'slot': slot, 'path': str(path),
+                           'node': node}
     lab.save()
     _wait_listening(lab, name)
     return name
+
+
+def _node(lab: Lab, node: str) -> str:
+    """Namespace of an extra storage node, plugged into the SAN bridge once."""
+    st = info(lab)['aoe']
+    nodes = st.setdefault('nodes', {})
+    if node not in nodes:
+        ns = lab.netns(node)
+        port = f'n{len(nodes)}'
+        _ip('link', 'add', port, 'netns', st['san'], 'type', 'veth', 'peer',
+            'name', SAN_IF, 'netns', ns)
+        _ip('-n', st['san'], 'link', 'set', port, 'master', 'br0', 'up')
+        _ip('-n', ns, 'link', 'set', SAN_IF, 'up')
+        nodes[node] = ns
+        lab.save()
+    return nodes[node]
 
 
 def _wait_listening(lab: Lab, name: str, timeout: float = 3.0) -> None:
