@@ -65,6 +65,11 @@ class Host:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     @property
+    def address(self) -> str | None:
+        """The dom0's own loopback address: its sessions come from there."""
+        return self.lab.info.get('hosts', {}).get(self.name, {}).get('address')
+
+    @property
     def storage(self) -> dict:
         return self.lab.info.get('storage', {})
 
@@ -297,7 +302,7 @@ def _sessions(host: Host, level: int) -> int:
                 f'\t\tIface Name: {s["iface"]}', '\t\tIface Transport: tcp',
                 f'\t\tIface Initiatorname: {s["initiator"]}',
                 f'\t\tIface IPaddress: {status.get("local", "<empty>")}',
-                '\t\tIface HWaddress: default', '\t\tIface Netdev: default',
+                '\t\tIface HWaddress: <empty>', '\t\tIface Netdev: <empty>',
                 f'\t\tSID: {sid}',
                 f'\t\tiSCSI Connection State: {status.get("connection", "Unknown")}',
                 f'\t\tiSCSI Session State: {status.get("session", "Unknown")}',
@@ -332,7 +337,8 @@ def hold(state_dir: str, host_name: str, sid: str) -> int:
 
     def connect() -> tuple[iscsi.Session, list[str]]:
         session = iscsi.Session(portal, s['initiator'], s['target'],
-                                host.chap(s['target']), timeout=LOGIN_TIMEOUT)
+                                host.chap(s['target']), timeout=LOGIN_TIMEOUT,
+                                source=host.address)
         try:
             session.login()
             devices = []

@@ -217,8 +217,9 @@ class Session:
 
     def __init__(self, portal: Portal, initiator: str = DEFAULT_INITIATOR,
                  target: str | None = None, chap: Chap | None = None,
-                 timeout: float = 5.0):
+                 timeout: float = 5.0, source: str | None = None):
         self.portal = portal
+        self.source = source          # local address to connect from
         self.initiator = initiator
         self.target = target          # None = discovery session
         self.chap = chap
@@ -236,7 +237,8 @@ class Session:
         started = time.monotonic()
         try:
             self.sock = socket.create_connection(
-                (self.portal.host, self.portal.port), timeout=self.timeout)
+                (self.portal.host, self.portal.port), timeout=self.timeout,
+                source_address=(self.source, 0) if self.source else None)
         except socket.timeout:
             raise PortalTimeout(f'portal {self.portal}: TCP connect timed out '
                                 f'after {self.timeout:g}s') from None
