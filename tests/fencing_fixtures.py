@@ -7,22 +7,16 @@ Every lab is torn down in a ``finally``, also when the test fails.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import pytest
 
+from xenha.inventory import FenceMethod
 from xenha.lab import bmc, dom0
 from xenha.lab.core import Lab
 
 
-@dataclass(frozen=True)
-class Method:
-    """The shape of the inventory's FenceMethod (fencing accepts any such object)."""
-    method: str
-    agent: str | None = None
-    params: tuple = ()
-    password_file: str | None = None
-    timeout: float = 10.0
+# the inventory's method object; fencing accepts any object of that shape
+Method = FenceMethod
 
 
 def ipmi_method(info: dict, timeout: float = 10.0, **overrides) -> Method:

@@ -124,7 +124,7 @@ def problems(method) -> list[str]:
     for key, value in method.params:
         if key in REFUSED_PARAMS:
             out.append(f'param {key!r} is refused: {REFUSED_PARAMS[key]}')
-        if not re.fullmatch(r'[a-z][a-z0-9_]*', key):
+        if not re.fullmatch(r'[a-z][a-z0-9_-]*', key):
             out.append(f'param name {key!r} is not a fence-agent option name')
         if '\n' in str(value) or '\r' in str(value):
             out.append(f'param {key!r}: a value may not contain a line break')
@@ -302,7 +302,8 @@ def _agent_off(method, budget: float) -> tuple[bool, str]:
 
 
 # -- ssh: destroy the guests of a dom0 that still answers ----------------------
-def _ssh_destroy(dom0: str, method, runner_factory, budget: float) -> tuple[bool, str]:
+def _ssh_destroy(dom0: str, method, runner_factory, budget: float,
+                 toolstack: str, toolstack_command: str | None) -> tuple[bool, str]:
     from xenha.xen import Toolstack, ToolstackError
 
     if runner_factory is None:
@@ -311,8 +312,9 @@ def _ssh_destroy(dom0: str, method, runner_factory, budget: float) -> tuple[bool
     deadline = time.monotonic() + budget
     runner = runner_factory(dom0)
     try:
-        xen = Toolstack(runner, dialect=params.get('toolstack', 'auto'),
-                        command=params.get('toolstack_command'), timeout=budget)
+        xen = Toolstack(runner, dialect=params.get('toolstack', toolstack),
+                        command=params.get('toolstack_command', toolstack_command),
+                        timeout=budget)
         guests = [d.name for d in xen.list() if not d.is_dom0]
         errors = []
         for name in guests:
@@ -339,22 +341,25 @@ def _ssh_destroy(dom0: str, method, runner_factory, budget: float) -> tuple[bool
 
 
 # -- the chain ---------------------------------------------------------------
-def _try(dom0: str, method, runner_factory, budget: float) -> tuple[bool, str]:
+def _try(dom0: str, method, runner_factory, budget: float, **xen) -> tuple[bool, str]:
     if method.method == 'agent':
         try:
             return _agent_off(method, budget)
         except FenceError as exc:
             return False, str(exc)
     if method.method == 'ssh':
-        return _ssh_destroy(dom0, method, runner_factory, budget)
+        return _ssh_destroy(dom0, method, runner_factory, budget, **xen)
     return False, f'unknown fence method {method.method!r}'
 
 
-def fence(dom0: str, methods, runner_factory=None, timeout: float = 60.0) -> FenceOutcome:
+def fence(dom0: str, methods, runner_factory=None, timeout: float = 60.0, *,
+          toolstack: str = 'auto', toolstack_command: str | None = None) -> FenceOutcome:
     """Fence `dom0` with the first method of the chain that confirms it.
 
-    runner_factory(dom0) -> a runner (run/close) to the dom0, for 'ssh';
-    `timeout` bounds the whole chain, each method's own timeout one attempt.
+    runner_factory(dom0) -> a runner (run/close) to the dom0, for 'ssh', whose
+    toolstack is `toolstack` / `toolstack_command` (the dom0's inventory
+    settings); `timeout` bounds the whole chain, each method's own timeout one
+    attempt.
     """
     started = time.monotonic()
     methods = tuple(methods)
@@ -382,7 +387,8 @@ def fence(dom0: str, methods, runner_factory=None, timeout: float = 60.0) -> Fen
                                     f'budget of {timeout:g}s is used up', 0.0))
             continue
         ok, message = _try(dom0, method, runner_factory,
-                           min(method.timeout or remaining, remaining))
+                           min(method.timeout or remaining, remaining),
+                           toolstack=toolstack, toolstack_command=toolstack_command)
         attempts.append(Attempt(name, ok, message, time.monotonic() - t0))
         if ok:
             return FenceOutcome(True, name, f'{dom0} fenced by {name}: {message}',
