@@ -16,6 +16,7 @@ import os
 import shlex
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -142,14 +143,18 @@ class SSHRunner:
         self.opts = opts
         self.timeout = timeout
         self._client = None
+        self._connecting = threading.Lock()
 
     # -- connection ------------------------------------------------------
     def _where(self) -> str:
         return self.host if self.opts.port == 22 else f'{self.host}:{self.opts.port}'
 
     def connect(self) -> None:
-        if self._client is not None:
-            return
+        with self._connecting:   # one connection, shared by the job's threads
+            if self._client is None:
+                self._connect()
+
+    def _connect(self) -> None:
         import paramiko  # lazy: local mode never pays for it
 
         client = paramiko.SSHClient()

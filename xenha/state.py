@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PATH = '/var/lib/xenha/state.db'
+JOURNAL_FIELDS = ('id', 'at', 'job', 'dom0', 'domu', 'step', 'level', 'message')
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS listing (
@@ -130,5 +131,107 @@ class StateDB:
                         (json.dumps(rows), host))
 
 
+    # -- leases, failover records, restart counts, journal --------------------
+    def take_lease(self, name: str, job: str, wait: float = 0.0) -> Lease | None:
+        import fcntl
+        fd = os.open(_lease_path(self.path, name), os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+                time.sleep(0.05)
+        now = time.time()
+        self.db.execute('INSERT OR REPLACE INTO lease VALUES (?,?,?,?,?)',
+                        (name, job, os.getpid(), now, now + 3600))
+        return Lease(self, name, job, fd)
+
+
+    def lease_holder(self, name: str) -> str | None:
+        row = self.db.execute('SELECT job FROM lease WHERE dom0 = ?', (name,)).fetchone()
+        return row[0] if row else None
+
+
+    def start_failover(self, job: str, dom0: str) -> None:
+        self.db.execute('INSERT OR REPLACE INTO failover VALUES (?,?,?,NULL,NULL)',
+                        (job, dom0, time.time()))
+
+
+    def finish_failover(self, job: str, result: str) -> None:
+        self.db.execute('UPDATE failover SET finished = ?, result = ? WHERE job = ?',
+                        (time.time(), result, job))
+
+
+    def last_failover(self, dom0: str) -> dict | None:
+        row = self.db.execute(
+            'SELECT job, dom0, started, finished, result FROM failover WHERE dom0 = ? '
+            'AND finished IS NOT NULL ORDER BY finished DESC LIMIT 1', (dom0,)).fetchone()
+        return dict(zip(('job', 'dom0', 'started', 'finished', 'result'), row)) if row else None
+
+
+    def add_restart(self, domu: str) -> None:
+        self.db.execute('INSERT INTO restart VALUES (?,?)', (domu, time.time()))
+
+
+    def restarts_since(self, domu: str, since: float) -> int:
+        return self.db.execute('SELECT count(*) FROM restart WHERE domu = ? AND at >= ?',
+                               (domu, since)).fetchone()[0]
+
+
+    def journal(self, step: str, message: str, level: str = 'info', job: str | None = None,
+                 dom0: str | None = None, domu: str | None = None) -> None:
+        self.db.execute('INSERT INTO journal (at, job, dom0, domu, step, level, message) '
+                        'VALUES (?,?,?,?,?,?,?)',
+                        (time.time(), job, dom0, domu, step, level, message))
+
+
+
+
+    def journal_rows(self, job: str | None = None, since: float | None = None,
+                      dom0: str | None = None) -> list[dict]:
+        where, params = [], []
+        for col, val, op in (('job', job, '='), ('at', since, '>='), ('dom0', dom0, '=')):
+            if val is not None:
+                where.append(f'{col} {op} ?')
+                params.append(val)
+        sql = 'SELECT * FROM journal' + (' WHERE ' + ' AND '.join(where) if where else '') \
+            + ' ORDER BY id'
+        return [dict(zip(JOURNAL_FIELDS, r)) for r in self.db.execute(sql, params)]
+
 def _listing(row) -> Listing:
     return Listing(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+
+
+class Lease:
+    """A held lease on one dom0 (or "placement"): an flock plus a visible row.
+
+    The flock is what excludes: the kernel drops it when the job dies, so a
+    job killed halfway never blocks the next one.  The row says who holds it.
+    """
+
+    def __init__(self, db: 'StateDB', name: str, job: str, fd: int):
+        self.db, self.name, self.job, self._fd = db, name, job, fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self.db.db.execute('DELETE FROM lease WHERE dom0 = ? AND job = ?',
+                           (self.name, self.job))
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _lease_path(db_path: str, name: str) -> str:
+    d = f'{db_path}.locks'
+    os.makedirs(d, exist_ok=True)
+    return os.path.join(d, f'{name}.lock')

@@ -31,6 +31,7 @@ COMMANDS = {
     'iscsiadm': 'xenha.lab.initiators:iscsiadm_main',
     'aoe-discover': 'xenha.lab.initiators:aoe_discover_main',
     'aoe-stat': 'xenha.lab.initiators:aoe_stat_main',
+    'blockdev': 'xenha.lab.xensim:main_blockdev',
 }
 WRAPPER = '''#!{python}
 import sys

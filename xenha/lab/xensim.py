@@ -406,3 +406,13 @@ def main_xl(argv: list[str]) -> int:
 
 def main_xm(argv: list[str]) -> int:
     return main('xm', argv)
+
+
+def main_blockdev(argv: list[str]) -> int:
+    """`blockdev --getsize64 DEV` on a lab dom0: the devices its initiators attached."""
+    if len(argv) != 2 or argv[0] != '--getsize64':
+        return _err('usage: blockdev --getsize64 DEVICE (lab stand-in)', 1)
+    if argv[1] not in devices(os.environ.get('XENSIM_STATE', '/nonexistent')):
+        return _err(f'blockdev: cannot open {argv[1]}: No such file or directory')
+    print(64 * 1024 * 1024)
+    return 0
