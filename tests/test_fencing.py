@@ -184,6 +184,30 @@ def test_ssh_method_fails_on_a_dead_host(fence_lab):
     assert 'connection refused' in out.message
 
 
+def test_ssh_method_fails_on_a_hung_host_and_ipmi_takes_over(fence_lab):
+    # the classic case for a power fence: the dom0 hangs, SSH cannot help
+    dom0.hang(fence_lab, 'h1')
+    try:
+        out = fencing.fence('h1', [Method('ssh', timeout=3), method_for(fence_lab, 'h1')],
+                            ssh_factory(fence_lab))
+    finally:
+        if dom0.powered(fence_lab, 'h1'):     # a failed test leaves it hung
+            dom0.resume(fence_lab, 'h1')
+    assert out.ok and out.method == 'agent fence_ipmilan', out.message
+    assert 'timed out' in out.attempts[0].message
+    assert not dom0.powered(fence_lab, 'h1')
+
+
+def test_ssh_method_with_a_failing_toolstack(fence_lab):
+    state = dom0.state_dir(fence_lab, 'h1')
+    xensim.add_domain(state, 'web1', 256)
+    xensim.set_fault(state, 'fail')
+    out = fencing.fence('h1', [Method('ssh', timeout=5)], ssh_factory(fence_lab),
+                        toolstack='xl')
+    assert not out.ok
+    assert out.attempts[0].message.startswith('ssh: xl list failed')
+
+
 def test_all_methods_fail(fence_lab):
     bmc.stop(fence_lab, 'h1')
     dom0.power(fence_lab, 'h1', False)
