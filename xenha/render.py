@@ -1,0 +1,328 @@
+"""`xenha render`: the cluster description → monitoring and Xen configuration.
+
+Three formats, each a set of files rendered from the jinja2 templates in
+``templates/`` (installed as the package ``xenha.templates``):
+
+- ``nagios``: command, host, service, group and dependency definitions for a
+  ``cfg_dir``, plus ``resource.cfg.example`` saying what each ``$USERn$`` means;
+- ``icinga2``: CheckCommand / EventCommand objects, templates, hosts, apply rules
+  and dependencies (include them after ``include <itl>``);
+- ``xen``: one domU configuration file per domU (``xl`` syntax, or ``xm`` syntax
+  when ``[defaults] toolstack = "xm"``).
+
+`render()` returns the files as ``{relative path: text}``; `write_tree()` writes
+them next to the output directory first and then swaps the directory into place,
+so a reader (Nagios reloading) never sees half of a rendering, and a bad inventory
+writes nothing at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from xenha import inventory
+from xenha.inventory import Cluster, InventoryError
+
+FORMATS = ('nagios', 'icinga2', 'xen')
+# Written into every output directory: write_tree only replaces a directory
+# that holds it (or an empty one), never a directory of someone else's files.
+MARKER = '.xenha-render'
+MARKER_TEXT = ('This directory is written by `xenha render`, which replaces all of it\n'
+               'on every run: do not keep other files here.\n')
+
+
+@dataclass(frozen=True)
+class Options:
+    plugin_dir: str | None = None       # None: $USER1$ (Nagios), PluginDir (Icinga 2)
+    handler_dir: str | None = None      # None: as plugin_dir
+    inventory_path: str | None = None   # None: $USER2$ (Nagios), the inventory's path
+    interval_length: int = 60           # nagios.cfg's interval_length, seconds
+    contact_group: str = 'admins'
+    timeperiod: str = '24x7'
+
+
+@dataclass(frozen=True)
+class Timing:
+    """HA timing in seconds.  A dead dom0 is HARD DOWN within about
+    dom0_check + (dom0_attempts - 1) * dom0_retry = 20 s."""
+    dom0_check: int = 10
+    dom0_retry: int = 5
+    dom0_attempts: int = 3
+    dom0_service_check: int = 60
+    dom0_service_retry: int = 15
+    dom0_service_attempts: int = 3
+    domu_check: int = 10
+    domu_retry: int = 5
+    domu_attempts: int = 2
+    domu_max_age: int = 60              # how old a cached listing check_xen_domu trusts
+    domu_host_check: int = 30
+    domu_host_retry: int = 10
+    domu_host_attempts: int = 2
+    target_check: int = 30
+    target_retry: int = 10
+    target_attempts: int = 3
+    capacity_check: int = 300
+    capacity_retry: int = 60
+    capacity_attempts: int = 2
+    notification_interval: int = 1800
+
+
+class RenderError(Exception):
+    """The inventory cannot be rendered in this format, or not written there."""
+
+
+# ---------------------------------------------------------------- rendering
+
+def render(cluster: Cluster, fmt: str, options: Options = Options()) -> dict[str, str]:
+    """{relative path: content} for one format, or all three in subdirectories."""
+    if fmt == 'all':
+        return {f'{f}/{path}': text for f in FORMATS
+                for path, text in render(cluster, f, options).items()}
+    if fmt not in FORMATS:
+        raise RenderError(f'unknown format {fmt!r} (nagios, icinga2, xen or all)')
+    env = _environment(options)
+    context = _context(cluster, options, fmt)
+    names = {'nagios': ('commands.cfg', 'templates.cfg', 'dom0s.cfg', 'storage.cfg',
+                        'domus.cfg', 'cluster.cfg', 'groups.cfg', 'dependencies.cfg',
+                        'resource.cfg.example'),
+             'icinga2': ('commands.conf', 'templates.conf', 'hosts.conf',
+                         'services.conf', 'groups.conf', 'dependencies.conf')}
+    if fmt == 'xen':
+        _check_xen(cluster)
+        tpl = env.get_template('xen/domu.cfg.j2')
+        return {f'{u.name}.cfg': tpl.render(context, u=u, xm=cluster.defaults.toolstack == 'xm')
+                for u in cluster.domus.values()}
+    return {name: env.get_template(f'{fmt}/{name}.j2').render(context)
+            for name in names[fmt]}
+
+
+def _template_root():
+    """The templates: the installed package data, or the checkout's templates/."""
+    try:
+        root = resources.files('xenha.templates')
+        if root.joinpath('nagios').is_dir():
+            return root
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / 'templates'
+
+
+def _environment(options: Options) -> jinja2.Environment:
+    root = _template_root()
+
+    def load(name):
+        try:
+            return root.joinpath(*name.split('/')).read_text(encoding='utf-8')
+        except FileNotFoundError:
+            return None
+
+    env = jinja2.Environment(loader=jinja2.FunctionLoader(load), autoescape=False,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(nq=_nagios_word, units=lambda s: _units(s, options),
+                       iq=_string, xq=_string)
+    return env
+
+
+def _nagios_word(value) -> str:
+    """A value for a Nagios command line: shell-quoted when needed.  `;` starts a
+    comment in object files and `$` a macro, so both are escaped."""
+    return shlex.quote(str(value)).replace(';', r'\;').replace('$', '$$')
+
+
+def _macro_or_word(value: str) -> str:
+    """A `$USERn$` macro as it is, anything else as a quoted word."""
+    return value if re.fullmatch(r'\$USER\d+\$', value) else _nagios_word(value)
+
+
+def _string(value) -> str:
+    """A double-quoted string for Icinga 2, xl and xm configs (same escapes)."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _units(seconds: float, options: Options) -> str:
+    """Seconds in interval_length units; Nagios 4 reads fractions (0.166667 → 10 s)."""
+    return f'{seconds / options.interval_length:.6g}'
+
+
+def _context(cluster: Cluster, o: Options, fmt: str) -> dict:
+    d = cluster.defaults
+    icinga = fmt == 'icinga2'
+    if icinga:
+        # Icinga 2 expressions: the PluginDir constant, or a quoted path.
+        plugin_dir = _string(o.plugin_dir) if o.plugin_dir else 'PluginDir'
+        handler_dir = _string(o.handler_dir) if o.handler_dir else plugin_dir
+        inv = o.inventory_path or str(Path(cluster.source).resolve())
+    else:
+        plugin_dir = _macro_or_word(o.plugin_dir or '$USER1$')
+        handler_dir = _macro_or_word(o.handler_dir) if o.handler_dir else plugin_dir
+        inv = _macro_or_word(o.inventory_path or '$USER2$')
+    storage = [dict(name=s.name, address=s.address,
+                    targets=[t for t in cluster.targets.values() if t.storage == s.name])
+               for s in cluster.storage.values()]
+    dom0s = [dict(name=h.name, address=h.address, role=h.role, port=h.port,
+                  ssh_user=h.ssh_user, ssh_key=h.ssh_key, known_hosts=h.known_hosts,
+                  toolstack=h.toolstack, toolstack_command=h.toolstack_command,
+                  ssh_options=_join(['-i', h.ssh_key] if h.ssh_key else [],
+                                    ['--known-hosts', h.known_hosts] if h.known_hosts
+                                    else []),
+                  xen_options=_join(['--toolstack', h.toolstack],
+                                    ['--toolstack-command', h.toolstack_command]
+                                    if h.toolstack_command else []))
+             for h in cluster.dom0s.values()]
+    dependencies = [dict(domu=u.name, target=t, storage=cluster.targets[t].storage)
+                    for u in cluster.domus.values() for t in u.targets]
+    return dict(
+        source=Path(cluster.source).name, d=d, o=o, t=Timing(), il=o.interval_length,
+        plugin_dir=plugin_dir, handler_dir=handler_dir,
+        inventory=inv,
+        plugin_timeout=math.ceil(d.timeout),
+        dom0s=dom0s, spares=cluster.spares(), storage=storage,
+        targets=list(cluster.targets.values()), domus=list(cluster.domus.values()),
+        dependencies=dependencies, chap_options=_chap_options,
+        targets_of=cluster.targets_of,
+    )
+
+
+def _join(*parts: list) -> str:
+    return ' '.join(_nagios_word(p) if i % 2 else p
+                    for part in parts for i, p in enumerate(part))
+
+
+def _chap_options(target) -> str:
+    if not target.chap_user:
+        return ''
+    return _join(['--chap-user', target.chap_user,
+                  '--chap-secret-file', target.chap_secret_file])
+
+
+def _check_xen(cluster: Cluster) -> None:
+    """What a domU config needs beyond what the inventory requires."""
+    errors = []
+    for u in cluster.domus.values():
+        if u.type == 'pv' and not (u.kernel or u.bootloader):
+            errors.append(f'{cluster.source}: [domu.{u.name}]: a PV domU needs kernel '
+                          'or bootloader to render its Xen config')
+        if u.type == 'pvh' and cluster.defaults.toolstack == 'xm':
+            errors.append(f'{cluster.source}: [domu.{u.name}] type = \'pvh\': xm does '
+                          'not know PVH guests')
+    if errors:
+        raise InventoryError(errors)
+
+
+# ---------------------------------------------------------------- writing
+
+def write_tree(files: dict[str, str], outdir) -> None:
+    """Write `files` under `outdir`, replacing it whole: render into a temporary
+    directory beside it, then rename.  On any error nothing in `outdir` changes."""
+    outdir = Path(outdir).absolute()
+    if outdir.exists() and not _replaceable(outdir):
+        raise RenderError(f'{outdir}: not written by xenha render (no {MARKER} file) '
+                          'and not empty: refusing to replace it')
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{outdir.name}.new-', dir=outdir.parent))
+    try:
+        for rel, text in sorted(files.items()):
+            path = tmp / rel
+            if Path(rel).is_absolute() or '..' in Path(rel).parts:
+                raise RenderError(f'{rel}: not a relative path inside the output')
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding='utf-8')
+        (tmp / MARKER).write_text(MARKER_TEXT, encoding='utf-8')
+        os.chmod(tmp, 0o755)            # mkdtemp made it 0700: Nagios must read it
+        if outdir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f'.{outdir.name}.old-', dir=outdir.parent))
+            os.rename(outdir, old / 'tree')
+            os.rename(tmp, outdir)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, outdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replaceable(outdir: Path) -> bool:
+    return outdir.is_dir() and ((outdir / MARKER).is_file() or not any(outdir.iterdir()))
+
+
+# ---------------------------------------------------------------- command line
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--inventory', metavar='FILE', default='/etc/xenha/cluster.toml',
+                        help='the cluster description (default: %(default)s)')
+    parser.add_argument('--format', choices=FORMATS + ('all',), default='nagios',
+                        help='what to render (default: %(default)s; all: one '
+                        'subdirectory per format)')
+    parser.add_argument('--output', metavar='DIR', required=True,
+                        help='directory to (re)write whole; created if missing')
+    parser.add_argument('--plugin-dir', metavar='DIR',
+                        help='where the xenha plugins are (default: $USER1$ for '
+                        'Nagios, PluginDir for Icinga 2)')
+    parser.add_argument('--handler-dir', metavar='DIR',
+                        help='where the event handlers are (default: the plugin dir)')
+    parser.add_argument('--config-inventory', metavar='PATH',
+                        help='inventory path written into the configuration for the '
+                        'handlers and checks (default: $USER2$ for Nagios, the '
+                        'absolute --inventory path for Icinga 2)')
+    parser.add_argument('--interval-length', metavar='SECONDS', type=int, default=60,
+                        help="nagios.cfg's interval_length (default: %(default)s)")
+    parser.add_argument('--fast', action='store_true',
+                        help='for a lab Nagios with interval_length=1 (same as '
+                        '--interval-length 1)')
+    parser.add_argument('--contact-group', default='admins', metavar='NAME',
+                        help='Nagios contact group to notify (default: %(default)s)')
+    parser.add_argument('--timeperiod', default='24x7', metavar='NAME',
+                        help='Nagios check and notification period (default: '
+                        '%(default)s)')
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, render, write; exit 0, 2 for a bad inventory or usage, 1 if writing fails."""
+    if args.interval_length < 1:
+        print('xenha render: --interval-length must be at least 1', file=sys.stderr)
+        return 2
+    options = Options(plugin_dir=args.plugin_dir, handler_dir=args.handler_dir,
+                      inventory_path=args.config_inventory,
+                      interval_length=1 if args.fast else args.interval_length,
+                      contact_group=args.contact_group, timeperiod=args.timeperiod)
+    try:
+        cluster = inventory.load(args.inventory)
+        files = render(cluster, args.format, options)
+    except InventoryError as e:
+        print(f'xenha render: {args.inventory}: {len(e.errors)} error(s), nothing '
+              'written:', file=sys.stderr)
+        for line in e.errors:
+            print(f'  {line}', file=sys.stderr)
+        return 2
+    try:
+        write_tree(files, args.output)
+    except (RenderError, OSError) as e:
+        print(f'xenha render: {e}', file=sys.stderr)
+        return 1
+    print(f'xenha render: {len(files)} {args.format} file(s) in {args.output}')
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='xenha render', description=__doc__.split(
+        '\n')[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
