@@ -1,17 +1,23 @@
 """Log a dom0 in to a storage target and wait for the block device.
 
 What a spare runs before `xl create`, with the real initiator tools:
-iSCSI `iscsiadm` discovery + node login (a session that already exists is
-fine), AoE `aoe-discover`; then `blockdev --getsize64 DEVICE` until the
-device answers.  CHAP credentials are never sent from here: on a real dom0
-they live in /etc/iscsi/iscsid.conf (node.session.auth.*), which discovery
-copies into each new node record; putting them on a command line would show
-them in `ps` on the dom0.
+iSCSI `iscsiadm` discovery + node login (a session already LOGGED IN is
+kept), AoE `aoe-discover` until `aoe-stat` says the device is up; then
+`blockdev --getsize64 DEVICE` until the device answers.  An existing session
+that is not logged in (the target went away) is a reason to refuse, never to
+start a guest on a disk that does not answer.
+
+CHAP credentials are never sent from here: on a real dom0 they live in
+/etc/iscsi/iscsid.conf (node.session.auth.*), which discovery copies into
+each new node record; putting them on a command line would show them in
+`ps` on the dom0.
 """
 
 from __future__ import annotations
 
 import time
+
+from xenha.storage import aoe, iscsi
 
 ISCSI_SESSION_EXISTS = 15      # iscsiadm: ISCSI_ERR_SESS_EXISTS
 ISCSI_NO_OBJECTS = 21          # iscsiadm: no records / no active sessions
@@ -21,21 +27,39 @@ def _portal(target) -> str:
     return f'{target.host}:{target.port}'
 
 
-def iscsi_logged_in(runner, target, timeout: float) -> bool:
-    r = runner.run(['iscsiadm', '-m', 'session'], timeout)
-    if r.exit not in (0, ISCSI_NO_OBJECTS):
-        return False
-    return any(target.iqn in line.split() and _portal(target) in line
-               for line in r.out.splitlines())
+def iscsi_session(runner, target, timeout: float) -> str | None:
+    """'' when no session; None when LOGGED IN; else what state it is in."""
+    r = runner.run(['iscsiadm', '-m', 'session', '-P', '1'], timeout)
+    if r.exit == ISCSI_NO_OBJECTS:
+        return ''
+    if r.exit != 0:
+        return f'iscsiadm -m session failed: {r.reason()}'
+    try:
+        sessions = iscsi.parse_session_tree(r.out)
+    except ValueError as exc:
+        return f'cannot read iscsiadm -m session: {exc}'
+    for s in sessions:
+        if s.target == target.iqn and str(s.portal) == _portal(target):
+            return None if s.logged_in else \
+                f'session to {target.iqn} is {s.connection} / {s.session}'
+    return ''
 
 
 def login(runner, target, timeout: float) -> str | None:
     """Run the initiator's login; None when logged in, else the reason."""
     if target.kind == 'aoe':
-        r = runner.run(['aoe-discover'], timeout)
-        return None if r.exit == 0 else f'aoe-discover failed: {r.reason()}'
-    if iscsi_logged_in(runner, target, timeout):
+        for argv in aoe.discover_commands():
+            r = runner.run(argv, timeout)
+            if r.exit != 0:
+                return f'{argv[0]} failed: {r.reason()}'
+        if not aoe.wait_device(runner, target.shelf, target.slot, timeout, interval=0.1):
+            return f'{aoe.device_name(target.shelf, target.slot)} is not up in aoe-stat'
         return None
+    state = iscsi_session(runner, target, timeout)
+    if state is None:
+        return None
+    if state:
+        return state
     portal = _portal(target)
     r = runner.run(['iscsiadm', '-m', 'discovery', '-t', 'sendtargets', '-p', portal],
                    timeout)

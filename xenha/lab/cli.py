@@ -1,0 +1,127 @@
+"""`xenha lab up | status | fail HOST | heal HOST | crash DOMU | down`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_DIR = os.environ.get('XENHA_LAB_DIR', '/tmp/xenha-lab')
+
+
+def add_arguments(p) -> None:
+    p.add_argument('--dir', default=DEFAULT_DIR,
+                   help=f'lab directory (default $XENHA_LAB_DIR or {DEFAULT_DIR})')
+    sub = p.add_subparsers(dest='lab_command', required=True, metavar='ACTION')
+    s = sub.add_parser('up', help='bring the lab cluster up')
+    s.add_argument('--no-storage', action='store_true', help='no tgtd / vblade')
+    s.add_argument('--no-bmc', action='store_true', help='no ipmi_sim BMCs')
+    s.add_argument('--nagios', action='store_true', help='also run a real Nagios 4')
+    s.add_argument('--xen', choices=('sim',), default='sim',
+                   help='dom0 kind: sim (simulated toolstack; real Xen under QEMU is '
+                        'not available yet)')
+    sub.add_parser('status', help='what runs where, what is up')
+    sub.add_parser('down', help='stop everything the lab started and remove it')
+    s = sub.add_parser('fail', help='make a dom0 fail')
+    s.add_argument('host')
+    s.add_argument('--how', choices=('power', 'hang', 'toolstack', 'garbage'),
+                   default='power', help='power off (default), hang (SIGSTOP sshd), '
+                   'toolstack error, toolstack garbage')
+    s = sub.add_parser('heal', help='undo `fail` (power on, resume, clear faults)')
+    s.add_argument('host')
+    for verb, what in (('crash', 'crash'), ('pause', 'pause')):
+        s = sub.add_parser(verb, help=f'{what} a domU where it runs')
+        s.add_argument('domu')
+
+
+def _lab(args):
+    from xenha.lab.core import Lab
+    if not (Path(args.dir) / 'lab.json').exists():
+        print(f'xenha lab: no lab in {args.dir} (xenha lab up --dir {args.dir})',
+              file=sys.stderr)
+        raise SystemExit(2)
+    return Lab.load(args.dir)
+
+
+def _find_domu(lab, name):
+    from xenha.lab import dom0, xensim
+    for host in lab.info['hosts']:
+        sd = dom0.state_dir(lab, host)
+        if any(d['name'] == name for d in xensim.read(sd)['domains']):
+            return sd
+    raise SystemExit(f'xenha lab: {name} runs nowhere')
+
+
+def run(args) -> int:
+    from xenha.lab import dom0, xensim
+    cmd = args.lab_command
+    if cmd == 'up':
+        from xenha.lab import cluster
+        if (Path(args.dir) / 'lab.json').exists():
+            print(f'xenha lab: a lab is already up in {args.dir} (xenha lab down first)',
+                  file=sys.stderr)
+            return 2
+        t = time.monotonic()
+        lab = cluster.up(args.dir, storage=not args.no_storage, bmc=not args.no_bmc,
+                         nagios=args.nagios, say=lambda s: print(f'  {s}', flush=True))
+        print(f'lab up in {time.monotonic() - t:.1f}s: {lab.dir}')
+        print(f'  inventory: {cluster.inventory_path(lab)}')
+        print(f'  try: XENHA_INVENTORY={cluster.inventory_path(lab)} xenha status --live')
+        return 0
+    lab = _lab(args)
+    if cmd == 'down':
+        problems = lab.down()
+        for p in problems:
+            print(f'xenha lab: {p}', file=sys.stderr)
+        print(f'lab {args.dir} is down')
+        return 1 if problems else 0
+    if cmd == 'status':
+        return status(lab)
+    if cmd in ('crash', 'pause'):
+        xensim.set_domain_state(_find_domu(lab, args.domu),
+                                args.domu, 'crashed' if cmd == 'crash' else 'paused')
+        print(f'{args.domu}: {cmd}ed')
+        return 0
+    if args.host not in lab.info['hosts']:
+        print(f'xenha lab: no host {args.host}', file=sys.stderr)
+        return 2
+    sd = dom0.state_dir(lab, args.host)
+    if cmd == 'fail':
+        if args.how == 'power':
+            dom0.power(lab, args.host, on=False)
+        elif args.how == 'hang':
+            dom0.hang(lab, args.host)
+        else:
+            xensim.set_fault(sd, 'fail' if args.how == 'toolstack' else 'garbage')
+        print(f'{args.host}: failed ({args.how})')
+    else:
+        dom0.resume(lab, args.host)
+        dom0.power(lab, args.host, on=True)
+        xensim.set_fault(sd, None)
+        print(f'{args.host}: healed')
+    return 0
+
+
+def status(lab) -> int:
+    from xenha.lab import dom0, xensim
+    print(f'lab {lab.dir} (block {lab.block})')
+    roles = lab.info.get('roles', {})
+    for host, h in lab.info['hosts'].items():
+        power = 'on' if dom0.powered(lab, host) else 'OFF'
+        state = xensim.read(h['state_dir'])
+        guests = ', '.join(f"{d['name']}({d['state']})" for d in state['domains'] if d['id'])
+        fault = f" fault={state['fault']}" if state.get('fault') else ''
+        print(f"  {host:<8} {roles.get(host, ''):<7} {h['address']}:{h['port']} "
+              f"power {power}{fault}  {guests or '-'}")
+    st = lab.info.get('storage')
+    if st:
+        print(f"  storage  tgtd {st['portal']}:{st['port']} "
+              f"{'up' if lab.alive('tgtd') else 'DOWN'}; "
+              f"targets {', '.join(t['name'].split(':')[-1] for t in st['targets'])}")
+    for host, b in lab.info.get('bmc', {}).items():
+        print(f"  bmc      {host}: {b['address']}:{b['port']}")
+    n = lab.info.get('nagios')
+    if n:
+        print(f"  nagios   {n['dir']} {'up' if lab.alive('nagios') else 'DOWN'}")
+    return 0
