@@ -145,8 +145,24 @@ def test_hung_agent_times_out(fence_lab):
     assert not out.ok
     assert 'fence_ipmilan off timed out after 2s' in out.message
     assert time.monotonic() - started < 4
+    # nothing of the agent is left behind to power the host off later
+    address = fence_lab.info['bmc']['h1']['address'].encode()
+    assert _cmdlines_with(address) == []
     bmc.resume(fence_lab, 'h1')
     assert fencing.power_status(method_for(fence_lab, 'h1')) == 'on'
+
+
+def _cmdlines_with(needle: bytes) -> list[bytes]:
+    found = []
+    for pid in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as fh:
+                cmd = fh.read()
+        except OSError:
+            continue
+        if needle in cmd and b'ipmi_sim' not in cmd:
+            found.append(cmd.replace(b'\0', b' '))
+    return found
 
 
 # -- the chain -------------------------------------------------------------------

@@ -42,13 +42,15 @@ import functools
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from xenha.runner import CommandNotFound, CommandTimeout, LocalRunner, Result, RunnerError
+from xenha.runner import LocalRunner, Result, RunnerError
 
 METHODS = ('agent', 'ssh', 'none')
 # agents live in sbin, which a monitoring daemon's PATH often lacks
@@ -201,12 +203,34 @@ def call_agent(method, action: str, timeout: float) -> tuple[Result, str | None]
         params['action'] = action
         stdin = ''.join(f'{k}={v}\n' for k, v in params.items())
         try:
-            return LocalRunner(env=env).run([path], timeout, input=stdin), password
-        except CommandNotFound:
-            raise FenceError(f'fence agent {path} cannot be run') from None
-        except CommandTimeout:
+            return _run_group([path], stdin, env, timeout), password
+        except subprocess.TimeoutExpired:
             raise FenceError(f'{agent} {action} timed out after {round(timeout, 1):g}s '
                              f'(agent hung?)') from None
+
+
+def _run_group(argv: list[str], stdin: str, env: dict | None, timeout: float) -> Result:
+    """Run the agent in its own process group, and leave nothing of it behind.
+
+    Killing only the agent on a timeout would orphan its ipmitool, which may
+    still power the host off (or on) later, behind the engine's back.
+    """
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+    except OSError as exc:
+        raise FenceError(f'fence agent {argv[0]} cannot be run: {exc.strerror}') from None
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if proc.returncode is None:
+            proc.communicate()
+    return Result(proc.returncode, out, err)
 
 
 def _reason(result: Result, password: str | None) -> str:
