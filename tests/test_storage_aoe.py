@@ -1,0 +1,164 @@
+"""check_aoe_target against the lab's real vblades.
+
+Network safety: every raw-socket probe runs inside the lab's monitoring
+namespace (`ip netns exec`), whose only link is the veth to the lab's SAN
+bridge; nothing here touches the root namespace's interfaces.
+"""
+
+import json
+import subprocess
+
+from storage_fixtures import host_runner, run_plugin, san, ssh, wait_for  # noqa: F401
+from xenha.lab import dom0, storage, xensim
+
+
+def local(lab, *args, **kw):
+    return run_plugin('check_aoe_target', '--interface', storage.SAN_IF, *map(str, args),
+                      netns=storage.netns_of(lab, storage.MONITOR), **kw)
+
+
+def mac(ns, iface):
+    out = subprocess.run(['ip', '-n', ns, '-j', 'link', 'show', 'dev', iface],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)[0]['address']
+
+
+def san_mac(lab):
+    return mac(storage.info(lab)['aoe']['san'], 'br0')
+
+
+def test_query_config_ok_with_perfdata(san):
+    r = local(san, '--shelf', 1, '--slot', 2)
+    assert (r.rc, r.status) == (0, f'AOE_TARGET OK - e1.2 on san0 answered by '
+                                   f'{san_mac(san)} (16 buffers, firmware 0x4019)')
+    perf = r.first.split(' | ')[1].split()
+    assert perf[:2] == ['buffers=16;;;0', 'responders=1;;;0']
+    assert perf[2].startswith('rtt=') and perf[2].endswith('s;;;0')
+
+
+def test_identify_adds_model_and_size(san):
+    r = local(san, '--shelf', 1, '--slot', 2, '--identify')
+    assert (r.rc, r.status) == (0, f'AOE_TARGET OK - e1.2 on san0 answered by '
+                                   f'{san_mac(san)} (Coraid EtherDrive vblade, 16.0MiB, '
+                                   f'16 buffers, firmware 0x4019)')
+    assert 'size=16777216B;;;0' in r.first
+
+
+def test_rtt_thresholds(san):
+    r = local(san, '--shelf', 1, '--slot', 2, '-w', '0.000000001')
+    assert r.rc == 1, r
+    assert r.status.startswith(f'AOE_TARGET WARNING - e1.2 on san0 answered by '
+                               f'{san_mac(san)} (16 buffers, firmware 0x4019), round '
+                               f'trip '), r
+    assert r.status.endswith('s (outside range 0:1e-09)'), r
+    assert local(san, '--shelf', 1, '--slot', 2, '-w', '1', '-c', '2').rc == 0
+
+
+def test_nothing_answers_is_critical(san):
+    r = local(san, '--shelf', 1, '--slot', 3, '--wait', '0.3')
+    assert (r.rc, r.first) == (2, 'AOE_TARGET CRITICAL - no AoE target answers for e1.3 '
+                                  'on san0 within 0.3s')
+
+
+def test_vblade_stopped_is_critical_and_restart_recovers(san):
+    storage.vblade_stop(san, 1, 2)
+    r = local(san, '--shelf', 1, '--slot', 2, '--wait', '0.3')
+    assert (r.rc, r.first) == (2, 'AOE_TARGET CRITICAL - no AoE target answers for e1.2 '
+                                  'on san0 within 0.3s')
+    storage.vblade_start(san, 1, 2)
+    assert local(san, '--shelf', 1, '--slot', 2).rc == 0
+
+
+def test_link_down_is_critical(san):
+    storage.link_down(san, storage.MONITOR)
+    r = local(san, '--shelf', 1, '--slot', 2, '--wait', '0.3')
+    assert (r.rc, r.first) == (2, 'AOE_TARGET CRITICAL - no AoE target answers for e1.2 '
+                                  'on san0 within 0.3s')
+    storage.link_up(san, storage.MONITOR)
+    assert wait_for(lambda: local(san, '--shelf', 1, '--slot', 2).rc == 0, timeout=5)
+
+
+def test_duplicate_export_is_warning(san):
+    storage.vblade_start(san, 1, 2, name='vblade-dup', node='san2')
+    dup = mac(storage.info(san)['aoe']['nodes']['san2'], storage.SAN_IF)
+    macs = ', '.join(sorted([san_mac(san), dup]))
+    r = local(san, '--shelf', 1, '--slot', 2)
+    assert (r.rc, r.status) == (1, f'AOE_TARGET WARNING - 2 targets answer for e1.2 on '
+                                   f'san0: {macs} (duplicate export: data corruption risk)')
+    assert 'responders=2;;;0' in r.first
+    r = local(san, '--list')
+    assert (r.rc, r.status) == (1, 'AOE_TARGET WARNING - 1 AoE target on san0: e1.2; '
+                                   'answered more than once: e1.2')
+
+
+def test_list_with_wildcards(san):
+    storage.vblade_start(san, 0, 7)
+    storage.vblade_start(san, 12, 0)
+    r = local(san, '--list')
+    assert (r.rc, r.status) == (0, 'AOE_TARGET OK - 3 AoE targets on san0: e0.7, e1.2, '
+                                   'e12.0')
+    assert 'targets=3;;;0' in r.first
+    for name in ('vblade-e0.7', 'vblade-e1.2', 'vblade-e12.0'):
+        san.stop(name)
+    r = local(san, '--list', '--wait', '0.3')
+    assert (r.rc, r.first) == (2, 'AOE_TARGET CRITICAL - no AoE target answers on san0 '
+                                  'within 0.3s')
+
+
+def test_without_cap_net_raw_is_unknown_with_the_fix(san):
+    r = local(san, '--shelf', 1, '--slot', 2, prefix=[
+        'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'])
+    assert r.rc == 3, r
+    assert r.first == (
+        'AOE_TARGET UNKNOWN - AoE needs a raw socket (CAP_NET_RAW): run as root, through '
+        'sudo (e.g. "nagios ALL=(root) NOPASSWD: /usr/lib/nagios/plugins/check_aoe_target")'
+        ', or grant the capability to a copy of the interpreter: setcap cap_net_raw+ep '
+        '/usr/local/lib/xenha-python3')
+
+
+def test_unknown_interface_and_bad_options(san):
+    r = run_plugin('check_aoe_target', '--interface', 'nope0', '--shelf', '1', '--slot', '2',
+                   netns=storage.netns_of(san, storage.MONITOR))
+    assert (r.rc, r.first) == (3, 'AOE_TARGET UNKNOWN - interface nope0: No such device')
+    r = run_plugin('check_aoe_target', '--interface', 'nope0', '--shelf', '1')
+    assert (r.rc, r.first) == (3, 'AOE_TARGET UNKNOWN - --shelf and --slot are required '
+                                  '(or --list)')
+    r = run_plugin('check_aoe_target', '--shelf', '1', '--slot', '2')
+    assert (r.rc, r.first) == (3, 'AOE_TARGET UNKNOWN - local mode needs --interface (or '
+                                  '-H DOM0 for initiator mode)')
+    r = run_plugin('check_aoe_target', '--interface', 'x', '--shelf', '1', '--slot', '255')
+    assert (r.rc, r.first) == (3, 'AOE_TARGET UNKNOWN - --slot must be 0..254')
+
+
+# --- initiator mode (-H a dom0) ------------------------------------------------------------
+def remote(lab, host, *args):
+    return run_plugin('check_aoe_target', *ssh(lab, host), *map(str, args))
+
+
+def test_initiator_unknown_then_up_then_down(san):
+    a = san.info['hosts']['dom0-1']['address']
+    r = remote(san, 'dom0-1', '--shelf', 1, '--slot', 2)
+    assert (r.rc, r.status) == (2, f'AOE_TARGET CRITICAL - e1.2 is unknown to the aoe '
+                                   f'driver on {a} (run aoe-discover; known: none)')
+    with host_runner(san, 'dom0-1') as h:
+        res = h.run(['aoe-discover'])
+        assert (res.exit, res.out) == (0, '')
+    assert '/dev/etherd/e1.2' in xensim.devices(dom0.state_dir(san, 'dom0-1'))
+    r = remote(san, 'dom0-1', '--shelf', 1, '--slot', 2)
+    assert (r.rc, r.first) == (0, f'AOE_TARGET OK - e1.2 is up on {a} via san0, 0.016GB | '
+                                  f'devices_up=1;;;0 size=16000000B;;;0')
+    storage.link_down(san, 'dom0-1')
+    r = remote(san, 'dom0-1', '--shelf', 1, '--slot', 2)
+    assert (r.rc, r.status) == (2, f'AOE_TARGET CRITICAL - e1.2 is down on {a} (san0)')
+    # dom0-2's link is still up: the fault is dom0-1's path only
+    with host_runner(san, 'dom0-2') as h:
+        assert h.run(['aoe-discover']).ok
+    assert remote(san, 'dom0-2', '--shelf', 1, '--slot', 2).rc == 0
+
+
+def test_initiator_dom0_unreachable_is_unknown(san):
+    a = san.info['hosts']['dom0-2']['address']
+    dom0.power(san, 'dom0-2', False)
+    r = remote(san, 'dom0-2', '--shelf', 1, '--slot', 2)
+    assert (r.rc, r.first) == (3, f'AOE_TARGET UNKNOWN - SSH to {a}: connection refused '
+                                  f'(host down?)')
