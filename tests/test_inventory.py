@@ -159,6 +159,12 @@ def test_base_is_valid():
     assert isinstance(c, Cluster) and c.source == 'cluster.toml'
 
 
+def test_diskless_ha_domu_is_allowed():
+    # NFS-root or netboot guests fail over without any shared block device.
+    c = loads(BASE.replace('targets = ["vol1"]', 'targets = []'), 'cluster.toml')
+    assert c.domus['db1'].targets == () and c.domus['db1'].ha is True
+
+
 def errors_of(old: str, new: str) -> list[str]:
     assert old in BASE, old
     with pytest.raises(InventoryError) as e:
@@ -280,10 +286,6 @@ CASES = {
         ('targets = ["vol1"]', 'targets = ["disk1"]',
          ["cluster.toml:41: [domu.db1] targets[0] = 'disk1': also used by [domu.web1] "
           "(a disk written by two domUs is corrupted)"]),
-    'HA domU without shared storage':
-        ('targets = ["vol1"]', 'targets = []',
-         ["cluster.toml:41: [domu.db1] targets = []: empty: an HA domU needs its disks on "
-          "shared storage (or set ha = false)"]),
     'TOML syntax error':
         ('lun = 1', 'lun = = 1',
          ["cluster.toml:22: TOML syntax error: Invalid value (at line 22, column 7)"]),

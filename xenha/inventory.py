@@ -637,9 +637,6 @@ class _Validator:
         targets = self.take(t, s, name, 'targets', 'strlist')
         priority = self.take(t, s, name, 'priority', 'int', 0)
         ha = self.take(t, s, name, 'ha', 'bool', True)
-        if targets == [] and ha:
-            self.error(s, name, 'targets', 'empty: an HA domU needs its disks on shared '
-                       'storage (or set ha = false)', targets)
         xen = dict(type=self.choice(t, s, name, 'type', DOMU_TYPES, 'pv'),
                    kernel=self.take(t, s, name, 'kernel', 'str', None),
                    ramdisk=self.take(t, s, name, 'ramdisk', 'str', None),
