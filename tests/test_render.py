@@ -1,0 +1,316 @@
+"""`xenha render`, checked by the real consumers: `nagios4 -v` on the Nagios
+objects inside a complete throwaway nagios.cfg, `icinga2 daemon -C` on the Icinga 2
+rendering, Python on the xm/xl domU files; a bad inventory writes nothing; and
+nagios-objects/ is exactly the rendering of examples/cluster.toml."""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xenha.inventory import load
+from xenha.render import MARKER, MARKER_TEXT, Options, RenderError, render, write_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / 'examples' / 'cluster.toml'
+GOOD = ROOT / 'tests' / 'fixtures' / 'inventory' / 'good.toml'
+
+SITE_CFG = '''\
+define timeperiod {
+    timeperiod_name 24x7
+    alias           always
+    sunday          00:00-24:00
+    monday          00:00-24:00
+    tuesday         00:00-24:00
+    wednesday       00:00-24:00
+    thursday        00:00-24:00
+    friday          00:00-24:00
+    saturday        00:00-24:00
+}
+define command {
+    command_name    notify-nobody
+    command_line    /bin/true
+}
+define contact {
+    contact_name                    nobody
+    host_notifications_enabled      0
+    service_notifications_enabled   0
+    host_notification_period        24x7
+    service_notification_period     24x7
+    host_notification_options       n
+    service_notification_options    n
+    host_notification_commands      notify-nobody
+    service_notification_commands   notify-nobody
+}
+define contactgroup {
+    contactgroup_name   admins
+    alias               admins
+    members             nobody
+}
+'''
+
+
+def run_render(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'xenha.render', *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def nagios_verify(tmp: Path, objects: Path, interval_length: int):
+    """A complete nagios.cfg with every path inside `tmp`; run `nagios4 -v`."""
+    (tmp / 'spool').mkdir()
+    (tmp / 'site.cfg').write_text(SITE_CFG)
+    (tmp / 'resource.cfg').write_text(f'$USER1$={tmp}/plugins\n'
+                                      f'$USER2$={tmp}/cluster.toml\n')
+    (tmp / 'nagios.cfg').write_text('\n'.join([
+        f'cfg_file={tmp}/site.cfg', f'cfg_dir={objects}',
+        f'resource_file={tmp}/resource.cfg', f'log_file={tmp}/nagios.log',
+        f'query_socket={tmp}/nagios.qh', f'check_result_path={tmp}/spool',
+        f'command_file={tmp}/nagios.cmd', f'lock_file={tmp}/nagios.lock',
+        f'temp_path={tmp}', f'temp_file={tmp}/nagios.tmp',
+        f'status_file={tmp}/status.dat', f'object_cache_file={tmp}/objects.cache',
+        f'precached_object_file={tmp}/objects.precache',
+        f'state_retention_file={tmp}/retention.dat', 'nagios_user=root',
+        'nagios_group=root', f'interval_length={interval_length}',
+        'enable_event_handlers=1', 'check_external_commands=1',
+        "illegal_macro_output_chars=`~$&|'\"<>", '']))
+    return subprocess.run(['nagios4', '-v', str(tmp / 'nagios.cfg')],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize('inventory', [EXAMPLE, GOOD], ids=['example', 'good'])
+@pytest.mark.parametrize('fast', [False, True], ids=['site', 'fast'])
+def test_nagios_accepts_the_rendering(tmp_path, inventory, fast):
+    out = tmp_path / 'objects'
+    r = run_render('--inventory', inventory, '--format', 'nagios', '--output', out,
+                   *(['--fast'] if fast else []))
+    assert r.returncode == 0, r.stderr
+    v = nagios_verify(tmp_path, out, 1 if fast else 60)
+    assert v.returncode == 0, v.stdout
+    assert 'Things look okay' in v.stdout
+    assert 'Total Warnings: 0' in v.stdout
+    c = load(inventory)
+    hosts = len(c.dom0s) + len(c.storage) + len(c.domus) + 1
+    services = len(c.dom0s) + len(c.targets) + len(c.domus) + 2
+    assert f'Checked {hosts} hosts.' in v.stdout
+    assert f'Checked {services} services.' in v.stdout
+    # Nagios splits each servicedependency into an execution and a notification one.
+    deps = sum(len(u.targets) for u in c.domus.values())
+    assert f'Checked {2 * deps} service dependencies' in v.stdout
+
+
+def test_nagios_check_can_fail(tmp_path):
+    """The harness above really rejects a broken rendering."""
+    out = tmp_path / 'objects'
+    assert run_render('--inventory', EXAMPLE, '--output', out).returncode == 0
+    (out / 'commands.cfg').unlink()
+    v = nagios_verify(tmp_path, out, 60)
+    assert v.returncode != 0
+    assert "Service check command 'check_xen_host' specified in service 'xen host' " \
+        "for host 'dom0-1' not defined anywhere!" in v.stdout
+
+
+def test_timing_in_interval_length_units():
+    c = load(EXAMPLE)
+    site = render(c, 'nagios')['templates.cfg']
+    fast = render(c, 'nagios', Options(interval_length=1))['templates.cfg']
+    # The dom0 template: 10 s checks, 5 s retries, 3 attempts in both renderings.
+    dom0 = lambda text: text.split('name                            xenha-dom0')[1][:600]
+    assert 'check_interval                  0.166667' in dom0(site)
+    assert 'retry_interval                  0.0833333' in dom0(site)
+    assert 'check_interval                  10\n' in dom0(fast)
+    assert 'retry_interval                  5\n' in dom0(fast)
+    assert 'max_check_attempts              3' in dom0(fast)
+
+
+def test_nagios_objects_for_the_example():
+    files = render(load(EXAMPLE), 'nagios')
+    cmds = files['commands.cfg']
+    assert ('command_line    $USER1$/handle_dom0_event --inventory $USER2$ $HOSTNAME$ '
+            '$HOSTSTATE$ $HOSTSTATETYPE$ $HOSTATTEMPT$') in cmds
+    assert ('command_line    $USER1$/handle_domu_event --inventory $USER2$ $HOSTNAME$ '
+            '$SERVICESTATE$ $SERVICESTATETYPE$ $SERVICEATTEMPT$') in cmds
+    assert ('$USER1$/check_xen_domu --cluster $USER2$ --domain $HOSTNAME$ --max-age 60'
+            in cmds)
+    assert '_XEN_OPTIONS                    --toolstack xl --toolstack-command ' \
+        "'sudo -n /usr/sbin/xl'" in files['dom0s.cfg']
+    assert '_CHAP_OPTIONS                   --chap-user xenha --chap-secret-file ' \
+        '/etc/xenha/chap-san-1.secret' in files['storage.cfg']
+    cluster = files['cluster.cfg']
+    failover = cluster.split('service_description             failover')[1]
+    for line in ('active_checks_enabled           0', 'passive_checks_enabled          1',
+                 'check_freshness                 0'):
+        assert line in failover
+    # No secret anywhere: only the names of the files that hold them.
+    assert not any('hunter' in t or 'password =' in t for t in files.values())
+
+
+def test_plugin_dir_and_inventory_options():
+    files = render(load(EXAMPLE), 'nagios', Options(
+        plugin_dir='/opt/xen ha/bin', handler_dir='$USER5$',
+        inventory_path='/etc/xenha/site.toml'))
+    cmds = files['commands.cfg']
+    assert "'/opt/xen ha/bin'/check_xen_host -H $HOSTADDRESS$" in cmds
+    assert '$USER5$/handle_dom0_event --inventory /etc/xenha/site.toml $HOSTNAME$' in cmds
+
+
+ICINGA_MAIN = '''\
+const PluginDir = "/usr/lib/nagios/plugins"
+const NodeName = "lab"
+const ZoneName = "lab"
+include <itl>
+include <plugins>
+include "{objects}/*.conf"
+'''
+
+
+def icinga_verify(tmp: Path, objects: Path):
+    (tmp / 'cache').mkdir()
+    (tmp / 'icinga2.conf').write_text(ICINGA_MAIN.format(objects=objects))
+    return subprocess.run(
+        ['icinga2', 'daemon', '-C', '-c', str(tmp / 'icinga2.conf'),
+         f'-DConfiguration.CacheDir={tmp}/cache', '-DConfiguration.RunAsUser=root',
+         '-DConfiguration.RunAsGroup=root'],
+        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize('inventory', [EXAMPLE, GOOD], ids=['example', 'good'])
+def test_icinga2_accepts_the_rendering(tmp_path, inventory):
+    out = tmp_path / 'objects'
+    r = run_render('--inventory', inventory, '--format', 'icinga2', '--output', out)
+    assert r.returncode == 0, r.stderr
+    v = icinga_verify(tmp_path, out)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert 'Finished validating the configuration file(s).' in v.stdout
+    c = load(inventory)
+    hosts = len(c.dom0s) + len(c.storage) + len(c.domus) + 1
+    assert f'Instantiated {hosts} Hosts.' in v.stdout
+    deps = len(c.domus) + sum(len(u.targets) for u in c.domus.values())
+    assert f'Instantiated {deps} Dependencies.' in v.stdout
+
+
+def test_icinga2_check_can_fail(tmp_path):
+    out = tmp_path / 'objects'
+    assert run_render('--inventory', EXAMPLE, '--format', 'icinga2',
+                      '--output', out).returncode == 0
+    (out / 'templates.conf').unlink()
+    v = icinga_verify(tmp_path, out)
+    assert v.returncode == 1
+    assert "Import references unknown template: 'xenha-dom0'" in v.stdout
+
+
+def read_xen(text: str) -> dict:
+    """xm reads its domU files as Python; our xl files stay inside that subset."""
+    values: dict = {}
+    exec(compile(text, 'domU config', 'exec'), {}, values)
+    return values
+
+
+def test_xl_domu_configs():
+    files = render(load(EXAMPLE), 'xen')
+    assert sorted(files) == ['build1.cfg', 'db1.cfg', 'mail1.cfg', 'web1.cfg']
+    assert read_xen(files['web1.cfg']) == {
+        'name': 'web1', 'type': 'pv', 'memory': 1024, 'vcpus': 2,
+        'kernel': '/boot/vmlinuz-xen-guest', 'ramdisk': '/boot/initrd.img-xen-guest',
+        'extra': 'root=/dev/xvda ro console=hvc0',
+        'disk': ['phy:/dev/disk/by-path/ip-127.0.10.5:3260-iscsi-'
+                 'iqn.2026-01.org.example.san-1:xen-lun-1,xvda,w'],
+        'vif': ['bridge=xenbr0'],
+        'on_poweroff': 'destroy', 'on_reboot': 'restart', 'on_crash': 'destroy'}
+    assert read_xen(files['build1.cfg'])['disk'] == ['phy:/dev/etherd/e1.2,xvda,w']
+    assert read_xen(files['build1.cfg'])['on_crash'] == 'preserve'
+    assert 'Install as /etc/xen/mail1.cfg on every dom0' in files['mail1.cfg']
+
+
+def test_xm_domu_configs():
+    c = load(GOOD)                                  # [defaults] toolstack = "xm"
+    # Without db1, a PV domU with no kernel (see the next test).
+    c = dataclasses.replace(c, domus={n: u for n, u in c.domus.items() if n != 'db1'})
+    files = render(c, 'xen')
+    assert sorted(files) == ['scratch.cfg', 'web1.cfg']
+    assert "# xm (xend) syntax: the file is Python" in files['web1.cfg']
+    web1 = read_xen(files['web1.cfg'])
+    assert 'type' not in web1 and 'builder' not in web1
+    assert web1['disk'] == ['phy:/dev/disk/by-path/ip-127.0.10.5:3261-iscsi-'
+                            'iqn.2026-01.lab:disk1-lun-1,xvda,w',
+                            'phy:/dev/etherd/e1.2,xvdb,w']
+    assert web1['vif'] == ['bridge=xenbr0', 'bridge=xenbr1']
+    assert web1['on_crash'] == 'restart'
+    scratch = read_xen(files['scratch.cfg'])
+    assert scratch['builder'] == 'hvm' and scratch['disk'] == []
+    assert scratch['memory'] == 256
+
+
+def test_a_pv_domu_without_kernel_does_not_render(tmp_path):
+    # db1 in good.toml is PV with neither kernel nor bootloader.
+    r = run_render('--inventory', GOOD, '--format', 'xen', '--output', tmp_path / 'x')
+    assert r.returncode == 2
+    assert (f'{GOOD}: [domu.db1]: a PV domU needs kernel or bootloader to render its '
+            'Xen config') in r.stderr
+    assert not (tmp_path / 'x').exists()
+
+
+def test_broken_inventory_renders_nothing(tmp_path):
+    bad = tmp_path / 'cluster.toml'
+    bad.write_text(EXAMPLE.read_text().replace('home = "dom0-2"', 'home = "dom0-9"', 1)
+                   .replace('role = "spare"', 'role = "standby"'))
+    out = tmp_path / 'out'
+    r = run_render('--inventory', bad, '--format', 'all', '--output', out)
+    assert r.returncode == 2
+    assert r.stdout == ''
+    lines = r.stderr.splitlines()
+    assert lines[0] == f'xenha render: {bad}: 2 error(s), nothing written:'
+    assert "[dom0.spare-1] role = 'standby': must be one of 'active', 'spare'" in lines[1]
+    assert "[domu.mail1] home = 'dom0-9': no such dom0" in lines[2]
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [bad]       # no temporary directory left
+
+
+def test_broken_inventory_leaves_the_previous_rendering(tmp_path):
+    out = tmp_path / 'out'
+    assert run_render('--inventory', EXAMPLE, '--output', out).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / 'bad.toml'
+    bad.write_text('[dom0.x]\naddress = "127.0.10.11"\nrole = "active"\n')
+    assert run_render('--inventory', bad, '--output', out).returncode == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_nagios_objects_dir_matches_the_example():
+    """nagios-objects/ is committed; re-render and compare byte for byte."""
+    committed = ROOT / 'nagios-objects'
+    files = render(load(EXAMPLE), 'nagios') | {MARKER: MARKER_TEXT}
+    on_disk = {p.name: p.read_bytes() for p in committed.iterdir()}
+    assert sorted(on_disk) == sorted(files), 'regenerate: python -m xenha.render ' \
+        '--inventory examples/cluster.toml --format nagios --output nagios-objects'
+    for name, text in files.items():
+        assert on_disk[name] == text.encode(), f'nagios-objects/{name} drifted'
+
+
+def test_write_tree_replaces_its_own_output_whole(tmp_path):
+    out = tmp_path / 'out'
+    write_tree({'a.cfg': 'one\n', 'sub/b.cfg': 'two\n'}, out)
+    assert (out / 'sub' / 'b.cfg').read_text() == 'two\n'
+    write_tree({'c.cfg': 'three\n'}, out)
+    assert sorted(p.name for p in out.rglob('*')) == [MARKER, 'c.cfg']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
+    assert oct(out.stat().st_mode & 0o777) == '0o755'
+
+
+def test_write_tree_refuses_someone_elses_directory(tmp_path):
+    out = tmp_path / 'conf.d'
+    out.mkdir()
+    (out / 'site.cfg').write_text('mine\n')
+    with pytest.raises(RenderError, match='not written by xenha render'):
+        write_tree({'a.cfg': 'x\n'}, out)
+    assert [p.name for p in out.iterdir()] == ['site.cfg']
+
+
+def test_write_tree_failure_keeps_the_old_tree(tmp_path):
+    out = tmp_path / 'out'
+    write_tree({'a.cfg': 'old\n'}, out)
+    with pytest.raises(RenderError, match='not a relative path'):
+        write_tree({'b.cfg': 'new\n', '../escape.cfg': 'x\n'}, out)
+    assert (out / 'a.cfg').read_text() == 'old\n' and not (out / 'b.cfg').exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
