@@ -213,11 +213,7 @@ class Engine:
         return [h for h in hosts if not isinstance(listings.get(h.name), Exception)]
 
     def _place(self, plan: Plan, others: list[Dom0], listings: dict) -> None:
-        """Priority first, then the biggest; each onto the host with most room.
-
-        Most-room-first (rather than first fit) spreads the guests over the
-        spares, so their creates run in parallel and one spare's loss hurts less.
-        """
+        """Fill plan.free from the candidates' live `info`, then `place`."""
         hosts = self.candidates(others, listings)
         infos = self._infos(hosts)
         for name, info in infos.items():
@@ -226,19 +222,7 @@ class Engine:
                          dom0=plan.dom0)
                 continue
             plan.free[name] = info.free_memory - self.d.dom0_reserve
-        room = dict(plan.free)
-        order = sorted(plan.victims, key=lambda u: (-u.priority, -u.memory, u.name))
-        for u in order:
-            best = max(room, key=lambda h: room[h], default=None)
-            if best is None:
-                plan.unplaced[u.name] = 'no spare dom0 answers'
-            elif room[best] < u.memory:
-                plan.unplaced[u.name] = (f'needs {u.memory_mib} MiB; the most any spare '
-                                         f'has left is {max(room[best], 0) // MiB} MiB '
-                                         f'({best})')
-            else:
-                plan.placement[u.name] = best
-                room[best] -= u.memory
+        plan.placement, plan.unplaced = place(plan.victims, plan.free)
 
     def _infos(self, hosts: list[Dom0]) -> dict[str, HostInfo | Exception]:
         def one(h):
@@ -483,6 +467,28 @@ class Engine:
         self.log('nagios', 'result sent to Nagios' if sent else
                  f'Nagios command file {self.nagios.path} not writable: result not sent',
                  'info' if sent else 'warning', dom0=report.subject)
+
+
+def place(domus: list[DomU], free: dict[str, int]) -> tuple[dict, dict]:
+    """Priority first, then the biggest; each onto the host with most room left.
+
+    Most-room-first (rather than first fit) spreads the guests over the spares,
+    so their creates run in parallel and one spare's loss hurts less.
+    Returns (domU -> host, domU -> why it does not fit).
+    """
+    room = dict(free)
+    placement, unplaced = {}, {}
+    for u in sorted(domus, key=lambda u: (-u.priority, -u.memory, u.name)):
+        best = max(room, key=lambda h: room[h], default=None)
+        if best is None:
+            unplaced[u.name] = 'no spare dom0 answers'
+        elif room[best] < u.memory:
+            unplaced[u.name] = (f'needs {u.memory // MiB} MiB; the most any spare has '
+                                f'left is {max(room[best], 0) // MiB} MiB ({best})')
+        else:
+            placement[u.name] = best
+            room[best] -= u.memory
+    return placement, unplaced
 
 
 def _present(listings: dict) -> dict[str, list[str]]:
