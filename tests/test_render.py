@@ -134,7 +134,10 @@ def test_nagios_objects_for_the_example():
     assert ('$USER1$/check_xen_domu --cluster $USER2$ --domain $HOSTNAME$ --max-age 60'
             in cmds)
     assert '_XEN_OPTIONS                    --toolstack xl --toolstack-command ' \
-        "'sudo -n /usr/sbin/xl'" in files['dom0s.cfg']
+        '/usr/sbin/xl --sudo\n' in files['dom0s.cfg']
+    # A toolstack command with spaces stays one shell word.
+    assert '_XEN_OPTIONS                    --toolstack xm --toolstack-command ' \
+        "'sudo -n /usr/sbin/xm' --sudo\n" in render(load(GOOD), 'nagios')['dom0s.cfg']
     assert '_CHAP_OPTIONS                   --chap-user xenha --chap-secret-file ' \
         '/etc/xenha/chap-san-1.secret' in files['storage.cfg']
     cluster = files['cluster.cfg']

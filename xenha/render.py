@@ -181,7 +181,8 @@ def _context(cluster: Cluster, o: Options, fmt: str) -> dict:
                                     else []),
                   xen_options=_join(['--toolstack', h.toolstack],
                                     ['--toolstack-command', h.toolstack_command]
-                                    if h.toolstack_command else []))
+                                    if h.toolstack_command else [])
+                  + (' --sudo' if d.sudo else ''))
              for h in cluster.dom0s.values()]
     dependencies = [dict(domu=u.name, target=t, storage=cluster.targets[t].storage)
                     for u in cluster.domus.values() for t in u.targets]
