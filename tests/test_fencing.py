@@ -7,9 +7,13 @@ dom0 (a real sshd), and the 'ssh' method talks to that sshd with paramiko.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -312,6 +316,34 @@ def test_password_scrubbed_from_agent_output():
     # should an agent ever print the password back, the message hides it
     result = Result(1, '', '2026-01-01 00:00:00,000 ERROR: login as admin/s3cr3t failed\n')
     assert fencing._reason(result, 's3cr3t') == 'login as admin/******** failed'
+
+
+NOEXEC_FENCE = """
+import subprocess, sys, tempfile
+from xenha import fencing
+from xenha.inventory import FenceMethod
+d, pwfile, *kv = sys.argv[1:]
+subprocess.run(['mount', '-t', 'tmpfs', '-o', 'noexec', 'none', d], check=True)
+tempfile.tempdir = d
+params = tuple(zip(kv[::2], kv[1::2]))
+print(fencing.fence('h1', [FenceMethod('agent', 'fence_ipmilan', params, pwfile, 10)]).message)
+"""
+
+
+def test_noexec_tmp_is_a_clear_failure_not_a_leak(fence_lab, tmp_path):
+    # the password helper cannot run from a noexec TMPDIR: say so, and never
+    # fall back to handing the password to the agent (it would show up in ps)
+    if not shutil.which('unshare'):
+        pytest.skip('needs unshare (util-linux)')
+    m = method_for(fence_lab, 'h1')
+    args = [x for kv in m.params for x in kv]
+    ran = subprocess.run(['unshare', '-m', '--', sys.executable, '-c', NOEXEC_FENCE,
+                          str(tmp_path), m.password_file, *args],
+                         capture_output=True, text=True, timeout=30,
+                         cwd=Path(fencing.__file__).parents[1])
+    assert ran.returncode == 0, ran.stderr
+    assert 'mounted noexec' in ran.stdout and 'not starting anything' in ran.stdout
+    assert reachable(fence_lab, 'h1')
 
 
 def test_problems_in_configuration(tmp_path):

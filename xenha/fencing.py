@@ -191,6 +191,10 @@ def call_agent(method, action: str, timeout: float) -> tuple[Result, str | None]
     env = None
     with tempfile.TemporaryDirectory(prefix='xenha-fence-') as tmp:
         if password is not None and _runs_ipmitool(path, os.stat(path).st_mtime):
+            if os.statvfs(tmp).f_flag & os.ST_NOEXEC:
+                raise FenceError(f'{tmp}: mounted noexec, so the ipmitool helper that '
+                                 f'keeps the password out of argv cannot run there; '
+                                 f'set TMPDIR to another directory')
             shim = Path(tmp) / 'ipmitool'
             shim.write_text(IPMITOOL_SHIM.format(
                 python=sys.executable,
