@@ -175,3 +175,19 @@ def test_down_leaves_nothing_behind():
                             text=True).stdout
     assert not any(ns in listed.split() for ns in namespaces)
     assert not os.path.exists(sock)
+
+
+def test_host_down_drops_sessions_without_logout(san):
+    from xenha.lab import initiators
+    p = portal(san)
+    with host_runner(san, 'dom0-1') as h:
+        for argv in [*iscsi.login_commands(p, D1), *aoe.discover_commands()]:
+            assert iscsi.login_ok(h.run(argv).exit)
+    assert len(devices(san, 'dom0-1')) == 2
+    initiators.host_down(san, 'dom0-1')
+    assert devices(san, 'dom0-1') == set()
+    assert wait_for(lambda: not any(
+        t.initiators for t in iscsi.parse_tgtadm_show(storage.show(san))))
+    with host_runner(san, 'dom0-1') as h:
+        assert h.run(iscsi.session_command()).exit == 21
+        assert h.run(aoe.stat_command()).out == ''

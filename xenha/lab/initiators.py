@@ -103,6 +103,18 @@ class Host:
             tmp.write_text(json.dumps(data, indent=1))
             tmp.replace(path)
 
+    @contextmanager
+    def aoe_records(self):
+        """The AoE devices the "driver" knows, read-modify-written under a lock."""
+        with open(self.dir / 'aoe.lock', 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = self.dir / 'aoe.json'
+            data = json.loads(path.read_text()) if path.exists() else {}
+            yield data
+            tmp = path.with_suffix('.tmp')
+            tmp.write_text(json.dumps(data, indent=1))
+            tmp.replace(path)
+
     def status_file(self, sid) -> Path:
         return self.dir / f'session-{sid}.json'
 
@@ -383,6 +395,25 @@ def hold(state_dir: str, host_name: str, sid: str) -> int:
     return 0
 
 
+def host_down(lab: Lab, host: str) -> None:
+    """The dom0 lost power: its sessions drop without a logout (the holders
+    are killed, tgtd sees the connections reset), its devices are gone, and
+    after power-on it knows no sessions or AoE devices (node.startup=manual).
+    """
+    state = Path(lab.info['hosts'][host]['state_dir'])
+    d = state / 'initiators'
+    for name in list(lab.procs):
+        if name.startswith(f'iscsi-{host}-'):
+            lab.signal(name, signal.SIGKILL)
+            lab.stop(name, timeout=0.5)
+    for f in ('iscsi.json', 'aoe.json'):
+        (d / f).unlink(missing_ok=True)
+    for f in d.glob('session-*.json'):
+        f.unlink()
+    for dev in xensim.devices(state):
+        xensim.detach_device(state, dev)
+
+
 # -- AoE -------------------------------------------------------------------------------
 CLONE_NEWNET = 0x40000000
 
@@ -417,10 +448,6 @@ def _aoe_link(host: Host):
     return (link['netns'], a['interface']) if link else None
 
 
-def _aoe_records(host: Host) -> Path:
-    return host.dir / 'aoe.json'
-
-
 def aoe_discover_main(argv: list[str]) -> int:
     host = Host()
     link = _aoe_link(host)
@@ -433,22 +460,20 @@ def aoe_discover_main(argv: list[str]) -> int:
         sock = aoe.open_socket(iface)
     with sock:
         found = aoe.probe(iface, timeout=0.5, settle=0.2, identify=True, sock=sock)
-    path = _aoe_records(host)
-    known = json.loads(path.read_text()) if path.exists() else {}
-    for r in found:
-        sectors = r.identity.sectors if r.identity else None
-        known[r.name] = {'shelf': r.shelf, 'slot': r.slot, 'netif': iface,
-                         'mac': r.mac, 'sectors': sectors,
-                         'payload': (r.config.sectors or 2) * 512}
-        xensim.attach_device(host.state, aoe.device_path(r.shelf, r.slot))
-    path.write_text(json.dumps(known, indent=1))
+    with host.aoe_records() as known:
+        for r in found:
+            sectors = r.identity.sectors if r.identity else None
+            known[r.name] = {'shelf': r.shelf, 'slot': r.slot, 'netif': iface,
+                             'mac': r.mac, 'sectors': sectors,
+                             'payload': (r.config.sectors or 2) * 512}
+            xensim.attach_device(host.state, aoe.device_path(r.shelf, r.slot))
     return 0          # the real one is silent: the driver discovers in the background
 
 
 def aoe_stat_main(argv: list[str]) -> int:
     host = Host()
-    path = _aoe_records(host)
-    known = json.loads(path.read_text()) if path.exists() else {}
+    with host.aoe_records() as known:
+        pass
     link = _aoe_link(host)
     devices = []
     sock = None
