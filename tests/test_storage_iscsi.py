@@ -39,8 +39,9 @@ def test_portal_ok_with_perfdata(san):
     r = probe_d1(san)
     assert (r.rc, r.status) == (0, ok_line(san))
     perf = r.first.split(' | ')[1].split()
-    assert [p.split('=')[0] for p in perf] == ['capacity', 'login_time', 'luns', 'time']
-    assert perf[0] == 'capacity=67108864B;;;0' and perf[2] == 'luns=2;;;0'
+    assert [p.split('=')[0] for p in perf] == ['capacity', 'connect_time', 'login_time',
+                                               'luns', 'total_time']
+    assert perf[0] == 'capacity=67108864B;;;0' and perf[3] == 'luns=2;;;0'
 
 
 def test_portal_discovery_only_lists_what_this_initiator_may_see(san):
