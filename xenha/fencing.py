@@ -27,13 +27,18 @@ a log.  Two traps found with the real tools (fence-agents 4.12.1):
 
 * fence_ipmilan hands the password to ipmitool as ``-P PASSWORD``, readable
   by every local user in /proc/PID/cmdline (39 of 40 runs caught it here).
-  For the fence_ipmilan family (fence_idrac, fence_ilo3-5, fence_imm …: the
-  agents whose metadata has ipmitool_path) the password is therefore *not* given to the agent: its
-  ``ipmitool_path`` points to a tiny shim that drops ``-P`` and runs ipmitool
-  with ``-E``, and the password travels in IPMITOOL_PASSWORD (the environment
-  of a process is readable by its owner only).
+  For the fence_ipmilan family (the agents whose metadata has ipmitool_path:
+  fence_idrac, fence_ilo3-5, fence_imm …, which Debian ships as copies) the
+  password is therefore *not* given to the agent: its ``ipmitool_path`` points
+  to a tiny shim (in a private temporary directory; a noexec TMPDIR is a clear
+  failure, never a fallback) that drops ``-P`` and runs ipmitool with ``-E``,
+  and the password travels in IPMITOOL_PASSWORD (a process's environment is
+  readable by its owner only).
 * With ``verbose``/``debug`` fence agents log what they send (the password,
   for telnet/ssh-driven devices), to syslog too: such params are refused.
+
+Every agent call has a timeout and runs in its own process group, killed as a
+whole on timeout: an orphaned ipmitool could power the host off (or on) later.
 """
 
 from __future__ import annotations
