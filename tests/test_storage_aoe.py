@@ -117,16 +117,19 @@ def test_without_cap_net_raw_is_unknown_with_the_fix(san):
 
 
 def test_unknown_interface_and_bad_options(san):
-    r = run_plugin('check_aoe_target', '--interface', 'nope0', '--shelf', '1', '--slot', '2',
-                   netns=storage.netns_of(san, storage.MONITOR))
+    # inside the lab's namespace too: a mistake here must never reach a real NIC
+    def bad(*args):
+        return run_plugin('check_aoe_target', *args,
+                          netns=storage.netns_of(san, storage.MONITOR))
+    r = bad('--interface', 'nope0', '--shelf', '1', '--slot', '2')
     assert (r.rc, r.first) == (3, 'AOE_TARGET UNKNOWN - interface nope0: No such device')
-    r = run_plugin('check_aoe_target', '--interface', 'nope0', '--shelf', '1')
+    r = bad('--interface', 'nope0', '--shelf', '1')
     assert (r.rc, r.first) == (3, 'AOE_TARGET UNKNOWN - --shelf and --slot are required '
                                   '(or --list)')
-    r = run_plugin('check_aoe_target', '--shelf', '1', '--slot', '2')
+    r = bad('--shelf', '1', '--slot', '2')
     assert (r.rc, r.first) == (3, 'AOE_TARGET UNKNOWN - local mode needs --interface (or '
                                   '-H DOM0 for initiator mode)')
-    r = run_plugin('check_aoe_target', '--interface', 'x', '--shelf', '1', '--slot', '255')
+    r = bad('--interface', 'san0', '--shelf', '1', '--slot', '255')
     assert (r.rc, r.first) == (3, 'AOE_TARGET UNKNOWN - --slot must be 0..254')
 
 
