@@ -312,6 +312,37 @@ def test_password_never_in_argv_nor_messages(fence_lab, agent):
     assert secret.decode() not in repr(outcomes)
 
 
+def test_agent_without_ipmitool_gets_the_password_on_stdin(fence_lab):
+    # fence_drac5 logs in over SSH (here: to the lab dom0's sshd, which takes
+    # keys only): the generic path, password on stdin, typed into a pty by the
+    # agent, never in an argv; a refused login has its own message
+    h = fence_lab.info['hosts']['h1']
+    secret = 'drac-' + os.urandom(6).hex()
+    known = dom0.known_hosts(fence_lab)
+    m = Method('agent', 'fence_drac5', (
+        ('ip', h['address']), ('ipport', str(h['port'])), ('username', 'root'),
+        ('secure', '1'),
+        # the lab's known_hosts: the agent's ssh must not write root's own
+        ('ssh_options', f'-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes')),
+        password_file(fence_lab, 'drac-pw', secret + '\n'), 10)
+    seen = {'leaks': []}
+    stop = threading.Event()
+    scanner = threading.Thread(target=_scan_cmdlines,
+                               args=(secret.encode(), stop, seen,
+                                     (b'fence_drac5', h['address'].encode())))
+    scanner.start()
+    try:
+        state, message = fencing.power_state(m)
+    finally:
+        stop.set()
+        scanner.join()
+    assert state == 'unknown'
+    assert 'refused the connection or the login' in message, message
+    assert seen['leaks'] == [] and b'fence_drac5' in seen
+    assert b'ssh' in seen.get(h['address'].encode(), b''), seen   # it did try
+    assert secret not in message
+
+
 def test_password_scrubbed_from_agent_output():
     # should an agent ever print the password back, the message hides it
     result = Result(1, '', '2026-01-01 00:00:00,000 ERROR: login as admin/s3cr3t failed\n')
