@@ -4,8 +4,12 @@ rendering, Python on the xm/xl domU files; a bad inventory writes nothing; and
 nagios-objects/ is exactly the rendering of examples/cluster.toml."""
 
 import dataclasses
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,7 +193,7 @@ def test_icinga2_accepts_the_rendering(tmp_path, inventory):
     c = load(inventory)
     hosts = len(c.dom0s) + len(c.storage) + len(c.domus) + 1
     assert f'Instantiated {hosts} Hosts.' in v.stdout
-    deps = len(c.domus) + sum(len(u.targets) for u in c.domus.values())
+    deps = sum(len(u.targets) for u in c.domus.values())
     assert f'Instantiated {deps} Dependencies.' in v.stdout
 
 
@@ -317,3 +321,78 @@ def test_write_tree_failure_keeps_the_old_tree(tmp_path):
         write_tree({'b.cfg': 'new\n', '../escape.cfg': 'x\n'}, out)
     assert (out / 'a.cfg').read_text() == 'old\n' and not (out / 'b.cfg').exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
+
+
+STUB = '''#!/bin/sh
+# Stand-in for the xenha {name}: records its argv, answers {answer}.
+echo "{name} $*" >> {calls}
+case " $* " in
+  *" {failing} "*) echo "{name} CRITICAL - stub"; exit 2 ;;
+esac
+echo "{name} OK - stub"
+'''
+
+
+def test_a_real_nagios_runs_the_rendering(tmp_path):
+    """A real Nagios 4 daemon with the --fast rendering, the settings of the rendered
+    nagios.cfg.example, and stand-in plugins (dom0-1 and mail1 fail): the handlers
+    get the macros in the right order, and dom0-1 is HARD DOWN 10 s after its first
+    failed check (check 10 s, retry 5 s, 3 attempts), and a failing domU gets its
+    retry (5 s) before its handler sees HARD."""
+    out, plugins, calls = tmp_path / 'objects', tmp_path / 'plugins', tmp_path / 'calls'
+    assert run_render('--inventory', EXAMPLE, '--output', out, '--fast',
+                      '--plugin-dir', plugins).returncode == 0
+    plugins.mkdir()
+    failing = {'check_xen_host': 'dom0-1.example.org', 'check_xen_domu': 'mail1'}
+    for name in ('check_xen_host', 'check_xen_domu', 'check_iscsi_target',
+                 'check_aoe_target', 'check_xen_capacity', 'handle_dom0_event',
+                 'handle_domu_event'):
+        p = plugins / name
+        p.write_text(STUB.format(name=name, calls=calls, answer='CRITICAL for '
+                                 + failing.get(name, 'nothing'),
+                                 failing=failing.get(name, '-no-such-')))
+        p.chmod(0o755)
+    assert nagios_verify(tmp_path, out, 1).returncode == 0
+    main = (tmp_path / 'nagios.cfg').read_text()
+    example = [line for line in (out / 'nagios.cfg.example').read_text().splitlines()
+               if line and not line.startswith(('#', 'command_file='))]
+    (tmp_path / 'nagios.cfg').write_text(main + '\n'.join(example + [
+        'service_inter_check_delay_method=n', 'host_inter_check_delay_method=n',
+        'max_service_check_spread=1', 'max_host_check_spread=1',
+        'check_result_reaper_frequency=1', 'retain_state_information=0',
+        'enable_notifications=0', '']))
+    daemon = subprocess.run(['nagios4', '-d', str(tmp_path / 'nagios.cfg')], timeout=30)
+    assert daemon.returncode == 0
+    try:
+        inv = f'--inventory {tmp_path}/cluster.toml'    # $USER2$ in resource.cfg
+        hard = f'handle_dom0_event {inv} dom0-1 DOWN HARD 3'
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            if calls.exists() and hard in calls.read_text().splitlines():
+                break
+            time.sleep(0.2)
+        log = (tmp_path / 'nagios.log').read_text()
+    finally:
+        pid = int((tmp_path / 'nagios.lock').read_text())
+        os.kill(pid, signal.SIGTERM)
+    seen = calls.read_text().splitlines()
+    assert f'handle_dom0_event {inv} dom0-1 DOWN SOFT 1' in seen
+    assert hard in seen
+    # The domU's own retry runs before the handler acts at HARD (a domU host
+    # that was DOWN would make Nagios skip it: the domU hosts are not checked).
+    assert f'handle_domu_event {inv} mail1 CRITICAL SOFT 1' in seen
+    assert f'handle_domu_event {inv} mail1 CRITICAL HARD 2' in seen
+    assert not any(line.startswith(('handle_dom0_event', 'handle_domu_event'))
+                   and ' dom0-1 ' not in line and ' mail1 ' not in line for line in seen)
+    assert ('check_xen_host -H spare-1.example.org -p 2222 -l xenha -i '
+            '/etc/xenha/id_ed25519 --known-hosts /etc/xenha/known_hosts --toolstack xl '
+            '--toolstack-command /usr/sbin/xl --sudo --state-db /var/lib/xenha/state.db '
+            '-t 10') in seen
+    assert ('check_iscsi_target -H 127.0.10.5 -p 3260 --target '
+            'iqn.2026-01.org.example.san-1:xen --lun 2 --chap-user xenha '
+            '--chap-secret-file /etc/xenha/chap-san-1.secret -t 10') in seen
+    assert 'check_aoe_target --interface eth1 --shelf 1 --slot 2 -t 10' in seen
+    # From the first failed check to HARD DOWN: two 5 s retries.
+    times = {m.group(2): int(m.group(1)) for m in re.finditer(
+        r'^\[(\d+)\] HOST ALERT: dom0-1;DOWN;(SOFT;1|HARD;3);', log, re.M)}
+    assert times['HARD;3'] - times['SOFT;1'] in (9, 10, 11)

@@ -4,7 +4,8 @@ Three formats, each a set of files rendered from the jinja2 templates in
 ``templates/`` (installed as the package ``xenha.templates``):
 
 - ``nagios``: command, host, service, group and dependency definitions for a
-  ``cfg_dir``, plus ``resource.cfg.example`` saying what each ``$USERn$`` means;
+  ``cfg_dir``, plus ``resource.cfg.example`` saying what each ``$USERn$`` means
+  and ``nagios.cfg.example`` with the main settings the HA timing needs;
 - ``icinga2``: CheckCommand / EventCommand objects, templates, hosts, apply rules
   and dependencies (include them after ``include <itl>``);
 - ``xen``: one domU configuration file per domU (``xl`` syntax, or ``xm`` syntax
@@ -68,9 +69,7 @@ class Timing:
     domu_retry: int = 5
     domu_attempts: int = 2
     domu_max_age: int = 60              # how old a cached listing check_xen_domu trusts
-    domu_host_check: int = 30
-    domu_host_retry: int = 10
-    domu_host_attempts: int = 2
+    domu_first_notification_delay: int = 60   # longer than a failover takes
     target_check: int = 30
     target_retry: int = 10
     target_attempts: int = 3
@@ -97,7 +96,7 @@ def render(cluster: Cluster, fmt: str, options: Options = Options()) -> dict[str
     context = _context(cluster, options, fmt)
     names = {'nagios': ('commands.cfg', 'templates.cfg', 'dom0s.cfg', 'storage.cfg',
                         'domus.cfg', 'cluster.cfg', 'groups.cfg', 'dependencies.cfg',
-                        'resource.cfg.example'),
+                        'resource.cfg.example', 'nagios.cfg.example'),
              'icinga2': ('commands.conf', 'templates.conf', 'hosts.conf',
                          'services.conf', 'groups.conf', 'dependencies.conf')}
     if fmt == 'xen':
