@@ -36,7 +36,7 @@ from xenha.inventory import Cluster, Dom0, DomU, Target
 from xenha.nagios import CommandFile
 from xenha.runner import RunnerError, SSHOptions, SSHRunner
 from xenha.state import StateDB
-from xenha.xen import Domain, HostInfo, Toolstack, ToolstackError
+from xenha.xen import Domain, HostInfo, Toolstack, ToolstackError, failure_reason
 
 MiB = 1024 * 1024
 DOMU_SERVICE = 'xen domain'     # the service every rendered domU host carries
@@ -76,7 +76,7 @@ class Plan:
                  f'  fence: {" -> ".join(self.fencing) or "(none configured)"}']
         for host, free in self.free.items():
             lines.append(f'  spare {host}: {free // MiB} MiB usable')
-        for u in self.victims:
+        for u in sorted(self.victims, key=lambda u: (-u.priority, -u.memory, u.name)):
             if u.name in self.placement:
                 lines.append(f'  {u.name} ({u.memory_mib} MiB, priority {u.priority}) '
                              f'-> {self.placement[u.name]}')
@@ -302,9 +302,12 @@ class Engine:
                 todo.append(u)
 
         def create(u: DomU):
-            r = ts.create(u.config)
+            try:
+                r = ts.create(u.config)
+            except RunnerError as exc:
+                return u.name, f'{host.name} failed during create: {exc}'
             if r.exit != 0:
-                return u.name, f'create failed: {r.reason()}'
+                return u.name, f'create failed: {failure_reason(r)}'
             return u.name, None
 
         with ThreadPoolExecutor(max_workers=max(1, self.d.create_parallel)) as pool:
@@ -315,6 +318,7 @@ class Engine:
                          'info' if why is None else 'error', dom0=host.name, domu=name)
         waiting = {u.name for u in domus if result.get(u.name) is None}
         deadline = time.monotonic() + self.create_timeout
+        doms = present
         while waiting:
             doms = {d.name: d for d in ts.list()}
             for name in list(waiting):

@@ -304,6 +304,9 @@ class SSHRunner:
                     pass
         status = chan.recv_exit_status()
         chan.close()
+        if status == -1:   # the channel closed without an exit status
+            self.close()
+            raise HostUnreachable(f'connection to {self._where()} lost during {line}')
         if status == 127 and not out:
             raise CommandNotFound(
                 f'{argv[0]}: command not found on {self._where()}')

@@ -163,6 +163,15 @@ def parse_info(text: str) -> HostInfo:
                     fields=fields)
 
 
+def failure_reason(result: Result) -> str:
+    """The line that says why a verb failed (xl first prints "Parsing config from")."""
+    for line in (result.err + '\n' + result.out).splitlines():
+        line = line.strip()
+        if line and not line.startswith(('Parsing config from', 'Using config file')):
+            return line
+    return f'exit status {result.exit}'
+
+
 DIALECTS = ('xl', 'xm', 'auto')
 
 
@@ -203,7 +212,7 @@ class Toolstack:
         result = self.run(*verb)
         if result.exit != 0:
             raise ToolstackError(f'{" ".join(self._argv(self.dialect, verb[:1]))} '
-                                 f'failed: {result.reason()}')
+                                 f'failed: {failure_reason(result)}')
         return result
 
     def list(self) -> list[Domain]:

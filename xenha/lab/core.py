@@ -259,7 +259,33 @@ def _unlink(path: str) -> None:
         pass
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (sshd's per-connection children call setsid,
+    so they leave its process group: a host's power-off must find them too)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as fh:
+                ppid = int(fh.read().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def _kill_group(pid: int, timeout: float) -> None:
+    for child in descendants(pid):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     for sig in (signal.SIGCONT, signal.SIGTERM):
         try:
             os.killpg(pid, sig)

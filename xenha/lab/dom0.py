@@ -107,8 +107,10 @@ def add_host(lab: Lab, name: str, *, total_mb: int = 8192, dom0_mb: int = 1024,
     (hdir / 'authorized_keys').write_text(
         Path(f'{client_key(lab)}.pub').read_text())
     path_env = f'{hdir / "bin"}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+    # HOME: each dom0 has its own (empty) home, so a login shell does not run
+    # this machine's ~/.bashrc (a pyenv init there costs seconds per command)
     setenv = {'XENSIM_HOST': name, 'XENSIM_STATE': str(state_dir),
-              'XENHA_LAB_DIR': str(lab.dir), 'PATH': path_env}
+              'XENHA_LAB_DIR': str(lab.dir), 'PATH': path_env, 'HOME': str(hdir)}
     (hdir / 'sshd_config').write_text('\n'.join([
         f'ListenAddress {address}:{port}',
         f'HostKey {hostkey}',

@@ -180,7 +180,7 @@ def _discovery(host: Host, portal: iscsi.Portal, op: str | None) -> int:
     try:
         found = iscsi.discover(portal, host.initiator, timeout=LOGIN_TIMEOUT)
     except iscsi.IscsiError as exc:
-        if isinstance(exc, iscsi.PortalUnreachable):
+        if 'connection refused' in str(exc):
             print(f'iscsiadm: cannot make connection to {portal.host}: '
                   f'Connection refused', file=sys.stderr)
         code = _error_code(exc)
@@ -233,6 +233,8 @@ def _login(host: Host, target: str | None, portal, iface: str) -> int:
             continue
         with host.records() as rec:
             rec['sessions'].pop(str(sid), None)
+        host.lab.stop(host.holder(sid), timeout=0.5)     # forget the dead holder
+        host.status_file(sid).unlink(missing_ok=True)
         code = status.get('code', ERR_LOGIN)
         failed = failed or code
         print(f'iscsiadm: Could not login to {where}.', file=sys.stderr)

@@ -82,6 +82,10 @@ def up(lab: Lab, targets: list[dict] | None = None, hosts: list[str] | None = No
                    list(names.values()) if acl == 'hosts' else list(acl),
         })
     lab.info['storage'] = st
+    for host, data in lab.info.get('hosts', {}).items():
+        # what open-iscsi reads on a real dom0: /etc/iscsi/initiatorname.iscsi
+        Path(data['state_dir'], 'initiatorname.iscsi').write_text(
+            f'InitiatorName={initiator_name(host)}\n')
     # sockets of a crashed earlier lab with the same block would make tgtadm
     # talk to nothing; after down, the files go too
     lab.files += [_socket(lab), _socket(lab) + '.lock']
