@@ -286,6 +286,21 @@ CASES = {
         ('targets = ["vol1"]', 'targets = ["disk1"]',
          ["cluster.toml:41: [domu.db1] targets[0] = 'disk1': also used by [domu.web1] "
           "(a disk written by two domUs is corrupted)"]),
+    'no active dom0':
+        ('role = "active"', 'role = "spare"',
+         ["cluster.toml: no active dom0: a cluster needs at least one [dom0.NAME] with "
+          'role = "active"',
+          "cluster.toml:34: [domu.web1] home = 'dom0-1': is a spare: a domU's home must "
+          "be an active dom0 (spares keep their memory free for failover)",
+          "cluster.toml:40: [domu.db1] home = 'dom0-1': is a spare: a domU's home must "
+          "be an active dom0 (spares keep their memory free for failover)"]),
+    'not a finite number':
+        ('toolstack = "xl"', 'timeout = nan',
+         ["cluster.toml:2: [defaults] timeout = nan: must be a number greater than 0"]),
+    'infinite size':
+        ('memory = 512', 'memory = inf',
+         ["cluster.toml:39: [domu.db1] memory = inf: not a size (a number of MiB, or a "
+          "number with K, M, G or T, e.g. '512M', '1.5G')"]),
     'TOML syntax error':
         ('lun = 1', 'lun = = 1',
          ["cluster.toml:22: TOML syntax error: Invalid value (at line 22, column 7)"]),

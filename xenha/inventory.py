@@ -18,6 +18,7 @@ secrets live in files named by ``password_file`` / ``chap_secret_file``.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import shlex
 import tomllib
@@ -229,7 +230,7 @@ def parse_size(text_or_int) -> int:
     if isinstance(text_or_int, bool):
         raise ValueError('not a size')
     if isinstance(text_or_int, (int, float)):
-        if text_or_int < 0:
+        if not 0 <= text_or_int < 1024 ** 4:       # also refuses TOML's inf and nan
             raise ValueError('not a size')
         return int(text_or_int * MiB)
     m = _SIZE_RE.match(str(text_or_int))
@@ -241,6 +242,14 @@ def parse_size(text_or_int) -> int:
 
 # ---------------------------------------------------------------- validation
 
+_TYPES = {
+    'str': ('a string', lambda x: isinstance(x, str)),
+    'int': ('an integer', lambda x: isinstance(x, int) and not isinstance(x, bool)),
+    'number': ('a number', lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)),
+    'bool': ('true or false', lambda x: isinstance(x, bool)),
+    'strlist': ('a list of strings',
+                lambda x: isinstance(x, list) and all(isinstance(s, str) for s in x)),
+}
 _SIZE_HINT = ("not a size (a number of MiB, or a number with K, M, G or T, "
               "e.g. '512M', '1.5G')")
 _MISSING = object()
@@ -341,22 +350,15 @@ class _Validator:
                 return None
             return default
         value = table.pop(key)
-        ok = {
-            'str': lambda x: isinstance(x, str),
-            'int': lambda x: isinstance(x, int) and not isinstance(x, bool),
-            'number': lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
-            'bool': lambda x: isinstance(x, bool),
-            'strlist': lambda x: isinstance(x, list) and all(isinstance(s, str) for s in x),
-        }[kind]
+        expected, ok = _TYPES[kind]
         if not ok(value):
-            expected = {'str': 'a string', 'int': 'an integer', 'number': 'a number',
-                        'bool': 'true or false', 'strlist': 'a list of strings'}[kind]
             self.error(section, name, key, f'expected {expected}', value, sub=sub)
             return None if default is _MISSING else default
         if kind == 'number':
             value = float(value)
-            if value <= 0:
-                self.error(section, name, key, 'must be greater than 0', value, sub=sub)
+            if not 0 < value < math.inf:            # nan fails too
+                self.error(section, name, key, 'must be a number greater than 0', value,
+                           sub=sub)
                 return None if default is _MISSING else default
         return value
 
@@ -368,7 +370,7 @@ class _Validator:
             return None if default is _MISSING else default
         return value
 
-    def size(self, table, section, name, key, default=_MISSING):
+    def size(self, table, section, name, key, default=_MISSING, zero_ok=False):
         if key not in table:
             return self.take(table, section, name, key, 'str', default)
         raw = table.pop(key)
@@ -379,7 +381,7 @@ class _Validator:
         except ValueError:
             self.error(section, name, key, _SIZE_HINT, raw)
             return None if default is _MISSING else default
-        if value <= 0:
+        if value <= 0 and not zero_ok:
             self.error(section, name, key, 'must be greater than 0', raw)
             return None if default is _MISSING else default
         return value
@@ -418,6 +420,10 @@ class _Validator:
         storage = {n: s for n, s in self.named(data, 'storage', self.storage_node)}
         targets = {n: t for n, t in self.named(data, 'target', self.target)}
         domus = {n: u for n, u in self.named(data, 'domu', self.domu)}
+        # Only when every dom0 is surely a spare: a bad role is reported already.
+        if all(d.role == 'spare' for d in dom0s.values()):
+            self.errors.append(f'{self.source}: no active dom0: a cluster needs at least '
+                               'one [dom0.NAME] with role = "active"')
         self.references(defaults, dom0s, storage, targets, domus)
         return Cluster(self.source, defaults, dom0s, targets, domus, storage)
 
@@ -455,7 +461,7 @@ class _Validator:
             ssh_key=self.take(t, s, None, 'ssh_key', 'str', None),
             known_hosts=self.take(t, s, None, 'known_hosts', 'str', None),
             sudo=self.take(t, s, None, 'sudo', 'bool', d.sudo),
-            dom0_reserve=self.size(t, s, None, 'dom0_reserve', d.dom0_reserve),
+            dom0_reserve=self.size(t, s, None, 'dom0_reserve', d.dom0_reserve, True),
             timeout=self.take(t, s, None, 'timeout', 'number', d.timeout),
             state_db=self.take(t, s, None, 'state_db', 'str', d.state_db),
             max_restart=self.int_range(t, s, None, 'max_restart', 0, 1000, d.max_restart),
