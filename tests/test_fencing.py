@@ -124,7 +124,8 @@ def test_missing_password_file(fence_lab):
 
 def test_power_off_ignored_is_still_on(fence_lab):
     bmc.set_fault(fence_lab, 'h1', 'ignore-off')
-    out = fencing.fence('h1', [method_for(fence_lab, 'h1', timeout=6)])
+    # the agent waits power_timeout for the power to go, far below our timeout
+    out = fencing.fence('h1', [method_for(fence_lab, 'h1', timeout=20, power_timeout='2')])
     assert not out.ok
     assert 'power still on after off' in out.message
     assert reachable(fence_lab, 'h1')
