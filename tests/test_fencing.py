@@ -249,7 +249,8 @@ def test_budget_used_up_skips_the_rest(fence_lab):
     slow = method_for(fence_lab, 'h1', timeout=5, power_timeout='60')
     out = fencing.fence('h1', [slow, method_for(fence_lab, 'h2')], timeout=2)
     assert not out.ok
-    assert 'timed out after 2s' in out.attempts[0].message
+    assert 'timed out after' in out.attempts[0].message     # after ~2s, not 5s
+    assert out.attempts[0].seconds < 3
     assert out.attempts[1].message.startswith('not tried')
     assert dom0.powered(fence_lab, 'h2')
 
