@@ -197,7 +197,9 @@ class Lab:
         return bool(proc) and _alive(proc.pid)
 
     def signal(self, name: str, sig: int) -> None:
-        proc = self.procs[name]
+        proc = self.procs.get(name)
+        if proc is None:       # not running: nothing to signal
+            return
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
