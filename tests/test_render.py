@@ -111,8 +111,8 @@ def test_nagios_check_can_fail(tmp_path):
     (out / 'commands.cfg').unlink()
     v = nagios_verify(tmp_path, out, 60)
     assert v.returncode != 0
-    assert "Service check command 'check_xen_host' specified in service 'xen host' " \
-        "for host 'dom0-1' not defined anywhere!" in v.stdout
+    assert "Error: Service check command 'check_xen_domu' specified in service " \
+        "'xen domain' for host 'web1' not defined anywhere!" in v.stdout
 
 
 def test_timing_in_interval_length_units():
@@ -137,13 +137,15 @@ def test_nagios_objects_for_the_example():
             '$SERVICESTATE$ $SERVICESTATETYPE$ $SERVICEATTEMPT$') in cmds
     assert ('$USER1$/check_xen_domu --cluster $USER2$ --domain $HOSTNAME$ --max-age 60'
             in cmds)
-    assert '_XEN_OPTIONS                    --toolstack xl --toolstack-command ' \
-        '/usr/sbin/xl --sudo\n' in files['dom0s.cfg']
+    assert ('check_command                   check_xen_host!-p 22 -l xenha -i '
+            '/etc/xenha/id_ed25519 --known-hosts /etc/xenha/known_hosts --toolstack xl '
+            '--toolstack-command /usr/sbin/xl --sudo\n') in files['dom0s.cfg']
     # A toolstack command with spaces stays one shell word.
-    assert '_XEN_OPTIONS                    --toolstack xm --toolstack-command ' \
-        "'sudo -n /usr/sbin/xm' --sudo\n" in render(load(GOOD), 'nagios')['dom0s.cfg']
-    assert '_CHAP_OPTIONS                   --chap-user xenha --chap-secret-file ' \
-        '/etc/xenha/chap-san-1.secret' in files['storage.cfg']
+    assert ("--toolstack xm --toolstack-command 'sudo -n /usr/sbin/xm' --sudo\n"
+            in render(load(GOOD), 'nagios')['dom0s.cfg'])
+    assert ('check_command                   check_iscsi_target!-H 127.0.10.5 -p 3260 '
+            '--target iqn.2026-01.org.example.san-1:xen --lun 1 --chap-user xenha '
+            '--chap-secret-file /etc/xenha/chap-san-1.secret\n') in files['storage.cfg']
     cluster = files['cluster.cfg']
     failover = cluster.split('service_description             failover')[1]
     for line in ('active_checks_enabled           0', 'passive_checks_enabled          1',
@@ -324,8 +326,10 @@ def test_write_tree_failure_keeps_the_old_tree(tmp_path):
 
 
 STUB = '''#!/bin/sh
-# Stand-in for the xenha {name}: records its argv, answers {answer}.
-echo "{name} $*" >> {calls}
+# Stand-in for the xenha {name}: records its argv, one [word] at a time, in one
+# write (checks run in parallel).
+line={name}; for a in "$@"; do line="$line [$a]"; done
+printf '%s\n' "$line" >> {calls}
 case " $* " in
   *" {failing} "*) echo "{name} CRITICAL - stub"; exit 2 ;;
 esac
@@ -335,12 +339,19 @@ echo "{name} OK - stub"
 
 def test_a_real_nagios_runs_the_rendering(tmp_path):
     """A real Nagios 4 daemon with the --fast rendering, the settings of the rendered
-    nagios.cfg.example, and stand-in plugins (dom0-1 and mail1 fail): the handlers
-    get the macros in the right order, and dom0-1 is HARD DOWN 10 s after its first
-    failed check (check 10 s, retry 5 s, 3 attempts), and a failing domU gets its
-    retry (5 s) before its handler sees HARD."""
+    nagios.cfg.example, and stand-in plugins that record their argv (dom0-1 and
+    mail1 fail): every word arrives intact (spaces, `$`, `;` in paths), the
+    handlers get the macros in order, a failing domU gets its retry (5 s) before its
+    handler sees HARD, and dom0-1 is HARD DOWN 10 s after its first failed check
+    (check 10 s, retry 5 s, 3 attempts)."""
     out, plugins, calls = tmp_path / 'objects', tmp_path / 'plugins', tmp_path / 'calls'
-    assert run_render('--inventory', EXAMPLE, '--output', out, '--fast',
+    inventory = tmp_path / 'site.toml'
+    inventory.write_text(EXAMPLE.read_text()
+                         .replace('state_db = "/var/lib/xenha/state.db"',
+                                  'state_db = "/var/lib/xen ha/$tate;1.db"')
+                         .replace('ssh_key = "/etc/xenha/id_ed25519"',
+                                  'ssh_key = "/etc/xenha/my key"'))
+    assert run_render('--inventory', inventory, '--output', out, '--fast',
                       '--plugin-dir', plugins).returncode == 0
     plugins.mkdir()
     failing = {'check_xen_host': 'dom0-1.example.org', 'check_xen_domu': 'mail1'}
@@ -348,11 +359,11 @@ def test_a_real_nagios_runs_the_rendering(tmp_path):
                  'check_aoe_target', 'check_xen_capacity', 'handle_dom0_event',
                  'handle_domu_event'):
         p = plugins / name
-        p.write_text(STUB.format(name=name, calls=calls, answer='CRITICAL for '
-                                 + failing.get(name, 'nothing'),
+        p.write_text(STUB.format(name=name, calls=calls,
                                  failing=failing.get(name, '-no-such-')))
         p.chmod(0o755)
-    assert nagios_verify(tmp_path, out, 1).returncode == 0
+    v = nagios_verify(tmp_path, out, 1)
+    assert v.returncode == 0 and 'Total Warnings: 0' in v.stdout, v.stdout
     main = (tmp_path / 'nagios.cfg').read_text()
     example = [line for line in (out / 'nagios.cfg.example').read_text().splitlines()
                if line and not line.startswith(('#', 'command_file='))]
@@ -363,9 +374,9 @@ def test_a_real_nagios_runs_the_rendering(tmp_path):
         'enable_notifications=0', '']))
     daemon = subprocess.run(['nagios4', '-d', str(tmp_path / 'nagios.cfg')], timeout=30)
     assert daemon.returncode == 0
+    inv = f'[--inventory] [{tmp_path}/cluster.toml]'     # $USER2$ in resource.cfg
+    hard = f'handle_dom0_event {inv} [dom0-1] [DOWN] [HARD] [3]'
     try:
-        inv = f'--inventory {tmp_path}/cluster.toml'    # $USER2$ in resource.cfg
-        hard = f'handle_dom0_event {inv} dom0-1 DOWN HARD 3'
         deadline = time.monotonic() + 25
         while time.monotonic() < deadline:
             if calls.exists() and hard in calls.read_text().splitlines():
@@ -373,25 +384,26 @@ def test_a_real_nagios_runs_the_rendering(tmp_path):
             time.sleep(0.2)
         log = (tmp_path / 'nagios.log').read_text()
     finally:
-        pid = int((tmp_path / 'nagios.lock').read_text())
-        os.kill(pid, signal.SIGTERM)
+        os.kill(int((tmp_path / 'nagios.lock').read_text()), signal.SIGTERM)
     seen = calls.read_text().splitlines()
-    assert f'handle_dom0_event {inv} dom0-1 DOWN SOFT 1' in seen
+    assert f'handle_dom0_event {inv} [dom0-1] [DOWN] [SOFT] [1]' in seen
     assert hard in seen
-    # The domU's own retry runs before the handler acts at HARD (a domU host
-    # that was DOWN would make Nagios skip it: the domU hosts are not checked).
-    assert f'handle_domu_event {inv} mail1 CRITICAL SOFT 1' in seen
-    assert f'handle_domu_event {inv} mail1 CRITICAL HARD 2' in seen
-    assert not any(line.startswith(('handle_dom0_event', 'handle_domu_event'))
-                   and ' dom0-1 ' not in line and ' mail1 ' not in line for line in seen)
-    assert ('check_xen_host -H spare-1.example.org -p 2222 -l xenha -i '
-            '/etc/xenha/id_ed25519 --known-hosts /etc/xenha/known_hosts --toolstack xl '
-            '--toolstack-command /usr/sbin/xl --sudo --state-db /var/lib/xenha/state.db '
-            '-t 10') in seen
-    assert ('check_iscsi_target -H 127.0.10.5 -p 3260 --target '
-            'iqn.2026-01.org.example.san-1:xen --lun 2 --chap-user xenha '
-            '--chap-secret-file /etc/xenha/chap-san-1.secret -t 10') in seen
-    assert 'check_aoe_target --interface eth1 --shelf 1 --slot 2 -t 10' in seen
+    assert f'handle_domu_event {inv} [mail1] [CRITICAL] [SOFT] [1]' in seen
+    assert f'handle_domu_event {inv} [mail1] [CRITICAL] [HARD] [2]' in seen
+    assert not any(line.startswith('handle_') and '[dom0-1]' not in line
+                   and '[mail1]' not in line for line in seen)
+    assert ('check_xen_host [-H] [spare-1.example.org] [-p] [2222] [-l] [xenha] [-i] '
+            '[/etc/xenha/my key] [--known-hosts] [/etc/xenha/known_hosts] [--toolstack] '
+            '[xl] [--toolstack-command] [/usr/sbin/xl] [--sudo] [--state-db] '
+            '[/var/lib/xen ha/$tate;1.db] [-t] [10]') in seen
+    assert (f'check_xen_domu [--cluster] [{tmp_path}/cluster.toml] [--domain] [db1] '
+            '[--max-age] [60] [-t] [10]') in seen
+    assert ('check_iscsi_target [-H] [127.0.10.5] [-p] [3260] [--target] '
+            '[iqn.2026-01.org.example.san-1:xen] [--lun] [2] [--chap-user] [xenha] '
+            '[--chap-secret-file] [/etc/xenha/chap-san-1.secret] [-t] [10]') in seen
+    assert ('check_aoe_target [--interface] [eth1] [--shelf] [1] [--slot] [2] [-t] [10]'
+            in seen)
+    assert f'check_xen_capacity [--inventory] [{tmp_path}/cluster.toml]' in seen
     # From the first failed check to HARD DOWN: two 5 s retries.
     times = {m.group(2): int(m.group(1)) for m in re.finditer(
         r'^\[(\d+)\] HOST ALERT: dom0-1;DOWN;(SOFT;1|HARD;3);', log, re.M)}

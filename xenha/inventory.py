@@ -545,7 +545,7 @@ class _Validator:
                            'write fencing = "none"', method, sub=sub)
             if method == 'agent':
                 chain.append(self.fence_agent(m, name, sub, timeout))
-            else:
+            elif method is not None:        # a bad method: its other keys mean nothing
                 self.leftovers(m, s, name, ('method', 'timeout'), sub=sub)
                 chain.append(FenceMethod(method, timeout=timeout))
         return tuple(chain)

@@ -131,20 +131,21 @@ def _environment(options: Options) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FunctionLoader(load), autoescape=False,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(nq=_nagios_word, units=lambda s: _units(s, options),
-                       iq=_string, xq=_string)
+    env.filters.update(cq=_command_word, iq=_string, xq=_string,
+                       units=lambda s: _units(s, options))
     return env
 
 
-def _nagios_word(value) -> str:
-    """A value for a Nagios command line: shell-quoted when needed.  `;` starts a
-    comment in object files and `$` a macro, so both are escaped."""
-    return shlex.quote(str(value)).replace(';', r'\;').replace('$', '$$')
-
-
-def _macro_or_word(value: str) -> str:
-    """A `$USERn$` macro as it is, anything else as a quoted word."""
-    return value if re.fullmatch(r'\$USER\d+\$', value) else _nagios_word(value)
+def _command_word(value) -> str:
+    """One shell word for a Nagios command line (Nagios hands a line with quotes
+    to /bin/sh): a `$USERn$` macro as it is; anything else quoted when needed,
+    with `$` doubled (else a macro), `;` escaped (else a comment in the object
+    file) and `!` escaped (else an argument separator in check_command)."""
+    value = str(value)
+    if re.fullmatch(r'\$USER\d+\$', value):
+        return value
+    return (shlex.quote(value).replace('$', '$$').replace(';', r'\;')
+            .replace('!', r'\!'))
 
 
 def _string(value) -> str:
@@ -166,22 +167,19 @@ def _context(cluster: Cluster, o: Options, fmt: str) -> dict:
         handler_dir = _string(o.handler_dir) if o.handler_dir else plugin_dir
         inv = o.inventory_path or str(Path(cluster.source).resolve())
     else:
-        plugin_dir = _macro_or_word(o.plugin_dir or '$USER1$')
-        handler_dir = _macro_or_word(o.handler_dir) if o.handler_dir else plugin_dir
-        inv = _macro_or_word(o.inventory_path or '$USER2$')
+        plugin_dir = _command_word(o.plugin_dir or '$USER1$')
+        handler_dir = _command_word(o.handler_dir) if o.handler_dir else plugin_dir
+        inv = _command_word(o.inventory_path or '$USER2$')
     storage = [dict(name=s.name, address=s.address,
                     targets=[t for t in cluster.targets.values() if t.storage == s.name])
                for s in cluster.storage.values()]
     dom0s = [dict(name=h.name, address=h.address, role=h.role, port=h.port,
                   ssh_user=h.ssh_user, ssh_key=h.ssh_key, known_hosts=h.known_hosts,
                   toolstack=h.toolstack, toolstack_command=h.toolstack_command,
-                  ssh_options=_join(['-i', h.ssh_key] if h.ssh_key else [],
-                                    ['--known-hosts', h.known_hosts] if h.known_hosts
-                                    else []),
-                  xen_options=_join(['--toolstack', h.toolstack],
-                                    ['--toolstack-command', h.toolstack_command]
-                                    if h.toolstack_command else [])
-                  + (' --sudo' if d.sudo else ''))
+                  args=_args(('-p', h.port), ('-l', h.ssh_user), ('-i', h.ssh_key),
+                             ('--known-hosts', h.known_hosts), ('--toolstack', h.toolstack),
+                             ('--toolstack-command', h.toolstack_command),
+                             ('--sudo', d.sudo)))
              for h in cluster.dom0s.values()]
     dependencies = [dict(domu=u.name, target=t, storage=cluster.targets[t].storage)
                     for u in cluster.domus.values() for t in u.targets]
@@ -192,21 +190,24 @@ def _context(cluster: Cluster, o: Options, fmt: str) -> dict:
         plugin_timeout=math.ceil(d.timeout),
         dom0s=dom0s, spares=cluster.spares(), storage=storage,
         targets=list(cluster.targets.values()), domus=list(cluster.domus.values()),
-        dependencies=dependencies, chap_options=_chap_options,
+        dependencies=dependencies, target_args=_target_args,
         targets_of=cluster.targets_of,
     )
 
 
-def _join(*parts: list) -> str:
-    return ' '.join(_nagios_word(p) if i % 2 else p
-                    for part in parts for i, p in enumerate(part))
+def _args(*pairs) -> str:
+    """'-i KEY --known-hosts FILE' for a check_command's $ARG1$ (not a custom
+    variable: Nagios strips the quotes out of those, see illegal_macro_output_chars).
+    None values are left out; a None flag is a flag alone (--sudo)."""
+    return ' '.join(flag if value is True else f'{flag} {_command_word(value)}'
+                    for flag, value in pairs if value not in (None, False))
 
 
-def _chap_options(target) -> str:
-    if not target.chap_user:
-        return ''
-    return _join(['--chap-user', target.chap_user,
-                  '--chap-secret-file', target.chap_secret_file])
+def _target_args(t) -> str:
+    if t.kind == 'aoe':
+        return _args(('--interface', t.interface), ('--shelf', t.shelf), ('--slot', t.slot))
+    return _args(('-H', t.host), ('-p', t.port), ('--target', t.iqn), ('--lun', t.lun),
+                 ('--chap-user', t.chap_user), ('--chap-secret-file', t.chap_secret_file))
 
 
 def _check_xen(cluster: Cluster) -> None:
