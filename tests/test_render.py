@@ -329,7 +329,7 @@ STUB = '''#!/bin/sh
 # Stand-in for the xenha {name}: records its argv, one [word] at a time, in one
 # write (checks run in parallel).
 line={name}; for a in "$@"; do line="$line [$a]"; done
-printf '%s\n' "$line" >> {calls}
+printf '%s\\n' "$line" >> {calls}
 case " $* " in
   *" {failing} "*) echo "{name} CRITICAL - stub"; exit 2 ;;
 esac
