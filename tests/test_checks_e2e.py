@@ -174,7 +174,10 @@ def test_local_mode_without_paramiko(web, tmp_path):
     env['PYTHONVERBOSE'] = '1'   # every import is logged on stderr
     r = run('check_xen_host', '--state-db', tmp_path / 's.db', env=env)
     assert (r.rc, r.status) == (0, 'XEN_HOST OK - dom0-2: 0 domUs, 7.0GiB of 8.0GiB free')
-    assert 'import paramiko' not in r.err and 'nagiosplugin' in r.err
+    assert "import 'paramiko'" not in r.err and "import 'nagiosplugin'" in r.err
+    # and the same probe does see paramiko when SSH is used
+    r = run('check_xen_host', *ssh_args(web, 'dom0-1'), env=dict(env, PYTHONVERBOSE='1'))
+    assert "import 'paramiko'" in r.err
 
 
 def test_listing_recorded_in_state_cache(web):
