@@ -301,6 +301,14 @@ CASES = {
         ('memory = 512', 'memory = inf',
          ["cluster.toml:39: [domu.db1] memory = inf: not a size (a number of MiB, or a "
           "number with K, M, G or T, e.g. '512M', '1.5G')"]),
+    'one disk under two names':
+        ('interface = "aoe1"', 'interface = "aoe1"\n\n[target.vol2]\nkind = "aoe"\n'
+         'storage = "san-1"\nshelf = 1\nslot = 2\ninterface = "aoe1"',
+         ["cluster.toml:31: [target.vol2]: the same disk as [target.vol1]"]),
+    'bad interface name':
+        ('interface = "aoe1"', 'interface = "aoe 1"',
+         ["cluster.toml:29: [target.vol1] interface = 'aoe 1': not a network interface "
+          "name"]),
     'TOML syntax error':
         ('lun = 1', 'lun = = 1',
          ["cluster.toml:22: TOML syntax error: Invalid value (at line 22, column 7)"]),

@@ -621,6 +621,10 @@ class _Validator:
             f = dict(shelf=self.int_range(t, s, name, 'shelf', 0, 65534),  # 0xffff: broadcast
                      slot=self.int_range(t, s, name, 'slot', 0, 254),      # 0xff: broadcast
                      interface=self.take(t, s, name, 'interface', 'str'))
+            if f['interface'] is not None and not re.fullmatch(r'[^\s/:]{1,15}',
+                                                               f['interface']):
+                self.error(s, name, 'interface', 'not a network interface name',
+                           f['interface'])
         for key in mine if kind is None else ():
             t.pop(key, None)
         self.leftovers(t, s, name, ('kind', 'storage', 'device') + mine)
@@ -669,10 +673,21 @@ class _Validator:
                                'Nagios hosts: names must be unique)')
                 else:
                     hosts[name] = f'[{section}.{_toml_name(name)}]'
+        disks: dict[tuple, str] = {}
         for t in targets.values():
             if t.storage is not None and t.storage not in storage:
                 self.error('target', t.name, 'storage', 'no such storage node'
                            + _suggest(t.storage, storage), t.storage)
+            # One disk under two names would let two domUs write it.
+            try:
+                disk = (('aoe', t.shelf, t.slot) if t.kind == 'aoe' else
+                        ('iscsi', t.portal and t.host, t.portal and t.port, t.iqn, t.lun))
+            except ValueError:                       # a bad portal, reported already
+                continue
+            if None not in disk and disk in disks:
+                self.error('target', t.name, None, f'the same disk as [target.'
+                           f'{_toml_name(disks[disk])}]')
+            disks.setdefault(disk, t.name)
         configs: dict[str, str] = {}
         users: dict[str, str] = {}
         for u in domus.values():
