@@ -177,8 +177,9 @@ def _runs_ipmitool(path: str, mtime: float) -> bool:
     """
     try:
         meta = LocalRunner().run([path, '-o', 'metadata'], 10).out
-    except RunnerError:
-        return False
+    except RunnerError as exc:
+        # not knowing means not knowing where the password would end up
+        raise FenceError(f'{os.path.basename(path)} -o metadata: {exc}') from None
     return 'name="ipmitool_path"' in meta
 
 
