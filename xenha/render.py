@@ -246,8 +246,15 @@ def write_tree(files: dict[str, str], outdir) -> None:
         os.chmod(tmp, 0o755)            # mkdtemp made it 0700: Nagios must read it
         if outdir.exists():
             old = Path(tempfile.mkdtemp(prefix=f'.{outdir.name}.old-', dir=outdir.parent))
+            # Two renames (no atomic directory swap in the stdlib): a reader may
+            # find no directory for an instant, never a half-written one.
             os.rename(outdir, old / 'tree')
-            os.rename(tmp, outdir)
+            try:
+                os.rename(tmp, outdir)
+            except BaseException:
+                os.rename(old / 'tree', outdir)
+                shutil.rmtree(old, ignore_errors=True)
+                raise
             shutil.rmtree(old)
         else:
             os.rename(tmp, outdir)
