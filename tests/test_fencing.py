@@ -421,3 +421,14 @@ def test_bmc_files_are_private(fence_lab):
         assert (d / name).stat().st_mode & 0o077 == 0, name
     assert fence_lab.info['bmc']['h1']['address'] == bmc.address_for(
         fence_lab.info['hosts']['h1']['address'])
+
+
+def test_bmc_stop_start_and_down(fence_lab):
+    m = method_for(fence_lab, 'h1', timeout=3)
+    bmc.stop(fence_lab, 'h1')
+    assert fencing.power_status(m) == 'unknown'
+    bmc.start(fence_lab, 'h1')                      # same address, same password
+    assert fencing.power_status(m) == 'on'
+    bmc.down(fence_lab, 'h1')
+    assert 'h1' not in fence_lab.info['bmc'] and not fence_lab.alive('bmc-h1')
+    assert dom0.powered(fence_lab, 'h1')            # the host does not care
