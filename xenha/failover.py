@@ -269,19 +269,23 @@ class Engine:
         return outcome
 
     def attach(self, host: Dom0, targets: list[Target]) -> dict[str, str | None]:
-        """Log `host` in to each target; target name -> None (ok) or why not."""
+        """Log `host` in to each target (in parallel); target -> None (ok) or why not."""
         from xenha.storage import attach
-        out = {}
         runner = self.runner(host)
-        for t in targets:
+
+        def one(t: Target):
             try:
-                out[t.name] = attach.attach(runner, t, timeout=self.d.timeout)
+                why = attach.attach(runner, t, timeout=self.d.timeout)
             except RunnerError as exc:
-                out[t.name] = str(exc)
+                why = str(exc)
             self.log('storage', f'{host.name}: {t.name} ({t.device}): '
-                     + ('ready' if out[t.name] is None else f'FAILED: {out[t.name]}'),
-                     'info' if out[t.name] is None else 'error', dom0=host.name)
-        return out
+                     + ('ready' if why is None else f'FAILED: {why}'),
+                     'info' if why is None else 'error', dom0=host.name)
+            return t.name, why
+        if not targets:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(len(targets), 8)) as pool:
+            return dict(pool.map(one, targets))
 
     def start_on(self, host: Dom0, domus: list[DomU]) -> dict[str, str | None]:
         """Create `domus` on `host` (bounded parallel), then poll until they run.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,15 @@ class StateDB:
         self.db.execute('PRAGMA synchronous = NORMAL')
         if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='journal'").fetchone():
             self.db.executescript(SCHEMA)
+        self._lock = threading.Lock()   # the engine's threads share one connection
+
+    def execute(self, sql: str, params=()):
+        with self._lock:
+            return self.db.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params=()):
+        rows = self.execute(sql, params)
+        return rows[0] if rows else None
 
     def close(self) -> None:
         self.db.close()
@@ -107,19 +117,19 @@ class StateDB:
         rows = [{'name': d.name, 'domid': d.domid, 'memory': d.memory, 'vcpus': d.vcpus,
                  'state': d.state.value, 'flags': d.flags, 'cpu_time': d.cpu_time}
                 for d in domains if not d.is_dom0]
-        self.db.execute(
+        self.execute(
             'INSERT OR REPLACE INTO listing VALUES (?,?,?,?,?,?)',
             (host, hostname or (info.host if info else None), taken_at or time.time(),
              json.dumps(rows), info.free_memory if info else None,
              info.total_memory if info else None))
 
     def listing(self, host: str) -> Listing | None:
-        row = self.db.execute('SELECT * FROM listing WHERE host = ?', (host,)).fetchone()
+        row = self.one('SELECT * FROM listing WHERE host = ?', (host,))
         return _listing(row) if row else None
 
     def listings(self) -> list[Listing]:
         return [_listing(r) for r in
-                self.db.execute('SELECT * FROM listing ORDER BY host').fetchall()]
+                self.execute('SELECT * FROM listing ORDER BY host')]
 
     def forget_domain(self, host: str, name: str) -> None:
         """Drop one domain from a host's cached listing (it was moved away)."""
@@ -127,7 +137,7 @@ class StateDB:
         if listing is None:
             return
         rows = [d for d in listing.domains if d['name'] != name]
-        self.db.execute('UPDATE listing SET domains = ? WHERE host = ?',
+        self.execute('UPDATE listing SET domains = ? WHERE host = ?',
                         (json.dumps(rows), host))
 
 
@@ -146,45 +156,45 @@ class StateDB:
                     return None
                 time.sleep(0.05)
         now = time.time()
-        self.db.execute('INSERT OR REPLACE INTO lease VALUES (?,?,?,?,?)',
+        self.execute('INSERT OR REPLACE INTO lease VALUES (?,?,?,?,?)',
                         (name, job, os.getpid(), now, now + 3600))
         return Lease(self, name, job, fd)
 
 
     def lease_holder(self, name: str) -> str | None:
-        row = self.db.execute('SELECT job FROM lease WHERE dom0 = ?', (name,)).fetchone()
+        row = self.one('SELECT job FROM lease WHERE dom0 = ?', (name,))
         return row[0] if row else None
 
 
     def start_failover(self, job: str, dom0: str) -> None:
-        self.db.execute('INSERT OR REPLACE INTO failover VALUES (?,?,?,NULL,NULL)',
+        self.execute('INSERT OR REPLACE INTO failover VALUES (?,?,?,NULL,NULL)',
                         (job, dom0, time.time()))
 
 
     def finish_failover(self, job: str, result: str) -> None:
-        self.db.execute('UPDATE failover SET finished = ?, result = ? WHERE job = ?',
+        self.execute('UPDATE failover SET finished = ?, result = ? WHERE job = ?',
                         (time.time(), result, job))
 
 
     def last_failover(self, dom0: str) -> dict | None:
-        row = self.db.execute(
+        row = self.one(
             'SELECT job, dom0, started, finished, result FROM failover WHERE dom0 = ? '
-            'AND finished IS NOT NULL ORDER BY finished DESC LIMIT 1', (dom0,)).fetchone()
+            'AND finished IS NOT NULL ORDER BY finished DESC LIMIT 1', (dom0,))
         return dict(zip(('job', 'dom0', 'started', 'finished', 'result'), row)) if row else None
 
 
     def add_restart(self, domu: str) -> None:
-        self.db.execute('INSERT INTO restart VALUES (?,?)', (domu, time.time()))
+        self.execute('INSERT INTO restart VALUES (?,?)', (domu, time.time()))
 
 
     def restarts_since(self, domu: str, since: float) -> int:
-        return self.db.execute('SELECT count(*) FROM restart WHERE domu = ? AND at >= ?',
-                               (domu, since)).fetchone()[0]
+        return self.one('SELECT count(*) FROM restart WHERE domu = ? AND at >= ?',
+                        (domu, since))[0]
 
 
     def journal(self, step: str, message: str, level: str = 'info', job: str | None = None,
                  dom0: str | None = None, domu: str | None = None) -> None:
-        self.db.execute('INSERT INTO journal (at, job, dom0, domu, step, level, message) '
+        self.execute('INSERT INTO journal (at, job, dom0, domu, step, level, message) '
                         'VALUES (?,?,?,?,?,?,?)',
                         (time.time(), job, dom0, domu, step, level, message))
 
@@ -200,7 +210,7 @@ class StateDB:
                 params.append(val)
         sql = 'SELECT * FROM journal' + (' WHERE ' + ' AND '.join(where) if where else '') \
             + ' ORDER BY id'
-        return [dict(zip(JOURNAL_FIELDS, r)) for r in self.db.execute(sql, params)]
+        return [dict(zip(JOURNAL_FIELDS, r)) for r in self.execute(sql, params)]
 
 def _listing(row) -> Listing:
     return Listing(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
@@ -219,7 +229,7 @@ class Lease:
     def release(self) -> None:
         if self._fd is None:
             return
-        self.db.db.execute('DELETE FROM lease WHERE dom0 = ? AND job = ?',
+        self.db.execute('DELETE FROM lease WHERE dom0 = ? AND job = ?',
                            (self.name, self.job))
         os.close(self._fd)
         self._fd = None

@@ -71,8 +71,11 @@ def _build(lab, hosts, guests, host_memory_mb, storage, bmc, start_guests, fenci
         t = time.monotonic()
         iscsi = [g for g in guests if g.disk == 'iscsi']
         aoe = [g for g in guests if g.disk == 'aoe']
+        from xenha.storage.iscsi import DEFAULT_INITIATOR
+        # the dom0s, and the monitoring node under the name check_iscsi_target uses
+        acl = [storage_lab.initiator_name(h) for h, _ in hosts] + [DEFAULT_INITIATOR]
         targets = [{'name': f'{storage_lab.IQN}:{g.name}', 'size': 32 * 1024 * 1024,
-                    'acl': 'hosts'} for g in iscsi]
+                    'acl': acl} for g in iscsi]
         targets.append({'name': f'{storage_lab.IQN}:chap', 'size': 16 * 1024 * 1024,
                         'acl': 'ALL', 'chap': True})
         exports = [(1, slot) for slot in range(1, len(aoe) + 1)]
