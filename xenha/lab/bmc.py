@@ -2,7 +2,8 @@
 
 Fencing is tested with the real `fence_ipmilan` against these, so a power-off
 must really take the lab host down.  ipmi_sim asks a chassis-control program
-for every power get/set; ours is this module's command line::
+for every power get/set; ours is this module's command line (run through a
+small wrapper, <lab>/bmc/<host>/chassis, that fills in LABDIR and HOST)::
 
     python -m xenha.lab.bmc chassis LABDIR HOST 0x20 get power    # power:0|1
     python -m xenha.lab.bmc chassis LABDIR HOST 0x20 set power 0|1
@@ -64,6 +65,15 @@ mc_enable 0x20
 '''
 
 
+CHASSIS = '''#!{python} -IS
+import sys
+sys.path.insert(0, {root!r})
+from xenha.lab.bmc import main
+sys.exit(main(['chassis', {labdir!r}, {host!r}, *sys.argv[1:]]))
+'''
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
 def _dir(lab: Lab, host: str) -> Path:
     return lab.dir / 'bmc' / host
 
@@ -93,7 +103,13 @@ def up(lab: Lab, host: str) -> dict:
     address = address_for(lab.info['hosts'][host]['address'])
     password = secrets.token_hex(8)          # IPMI 1.5 passwords stop at 16 bytes
     _write_private(d / 'password', password + '\n')
-    chassis = f'{sys.executable} -m xenha.lab.bmc chassis {lab.dir} {host} 0x20'
+    # ipmi_sim runs "PROG 0x20 get power" for every status: a wrapper with
+    # -IS (no site, no environment) halves the Python start-up of each request
+    prog = d / 'chassis'
+    prog.write_text(CHASSIS.format(python=sys.executable, root=PACKAGE_ROOT,
+                                   labdir=str(lab.dir), host=host))
+    prog.chmod(0o755)
+    chassis = f'{prog} 0x20'
     _write_private(d / 'lan.conf', LAN_CONF.format(
         name=f'bmc-{host}', address=address, port=PORT, guid=secrets.token_hex(16),
         chassis=chassis, user=USER, password=password))
@@ -119,13 +135,9 @@ def start(lab: Lab, host: str, timeout: float = 5.0) -> None:
     """Start (or restart after `stop`) the BMC's ipmi_sim and wait until it listens."""
     d = _dir(lab, host)
     info = lab.info['bmc'][host]
-    # the chassis program imports xenha: make sure it finds this very tree
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [root, env.get('PYTHONPATH')]))
     lab.spawn(f'bmc-{host}', ['ipmi_sim', '-c', str(d / 'lan.conf'), '-f',
                               str(d / 'sim.emu'), '-s', str(d / 'state'), '-n'],
-              env=env, cwd=str(d))
+              cwd=str(d))
     deadline = time.monotonic() + timeout
     while not _listening(info['address'], info['port']):
         if not lab.alive(f'bmc-{host}') or time.monotonic() > deadline:
