@@ -191,3 +191,16 @@ def test_host_down_drops_sessions_without_logout(san):
     with host_runner(san, 'dom0-1') as h:
         assert h.run(iscsi.session_command()).exit == 21
         assert h.run(aoe.stat_command()).out == ''
+
+
+def test_dom0_initiator_name_comes_from_its_initiatorname_file(san):
+    state = Path(dom0.state_dir(san, 'dom0-2'))
+    f = state / 'initiatorname.iscsi'
+    assert f.read_text() == f'InitiatorName={storage.initiator_name("dom0-2")}\n'
+    p = portal(san)
+    with host_runner(san, 'dom0-2') as h:
+        assert h.run(iscsi.discovery_command(p)).out.split() == [
+            f'{p.host}:3260,1', D1, f'{p.host}:3260,1', D2]
+        f.write_text('InitiatorName=iqn.2026-01.lab.xenha:impostor\n')
+        assert h.run(iscsi.discovery_command(p)).out.split() == [f'{p.host}:3260,1', D2]
+        assert h.run(iscsi.login_commands(p, D1)[1]).exit == 19   # stale node record

@@ -23,7 +23,6 @@ finds its `phy:` disk only after a login.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import fcntl
 import json
 import os
@@ -427,6 +426,7 @@ def netns(name: str):
     setns(2) moves only the calling thread; sockets made inside keep that
     namespace after we switch back.  Python 3.11 has no os.setns, so ctypes.
     """
+    import ctypes    # only the AoE stand-ins need it
     libc = ctypes.CDLL(None, use_errno=True)
     home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
     target = os.open(f'/var/run/netns/{name}', os.O_RDONLY)
