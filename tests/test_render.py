@@ -342,8 +342,8 @@ def test_a_real_nagios_runs_the_rendering(tmp_path):
     nagios.cfg.example, and stand-in plugins that record their argv (dom0-1 and
     mail1 fail): every word arrives intact (spaces, `$`, `;` in paths), the
     handlers get the macros in order, a failing domU gets its retry (5 s) before its
-    handler sees HARD, and dom0-1 is HARD DOWN 10 s after its first failed check
-    (check 10 s, retry 5 s, 3 attempts)."""
+    handler sees HARD, and dom0-1 is HARD DOWN at most 10 s after its first failed
+    check (check 10 s, retry 5 s, 3 attempts)."""
     out, plugins, calls = tmp_path / 'objects', tmp_path / 'plugins', tmp_path / 'calls'
     inventory = tmp_path / 'site.toml'
     inventory.write_text(EXAMPLE.read_text()
@@ -404,7 +404,8 @@ def test_a_real_nagios_runs_the_rendering(tmp_path):
     assert ('check_aoe_target [--interface] [eth1] [--shelf] [1] [--slot] [2] [-t] [10]'
             in seen)
     assert f'check_xen_capacity [--inventory] [{tmp_path}/cluster.toml]' in seen
-    # From the first failed check to HARD DOWN: two 5 s retries.
+    # From the first failed check to HARD DOWN: at most two 5 s retries (sooner when
+    # the failing "xen host" service triggers an on-demand host check).
     times = {m.group(2): int(m.group(1)) for m in re.finditer(
         r'^\[(\d+)\] HOST ALERT: dom0-1;DOWN;(SOFT;1|HARD;3);', log, re.M)}
-    assert times['HARD;3'] - times['SOFT;1'] in (9, 10, 11)
+    assert 0 <= times['HARD;3'] - times['SOFT;1'] <= 11
