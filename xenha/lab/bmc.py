@@ -41,6 +41,7 @@ from xenha.lab.core import Lab
 PORT = 623
 USER = 'admin'
 FAULTS = ('ignore-off', 'fake-off')
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])   # the chassis wrapper's path
 
 LAN_CONF = '''\
 name "{name}"
@@ -63,15 +64,12 @@ mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
 sel_enable 0x20 1000 0x0a
 mc_enable 0x20
 '''
-
-
 CHASSIS = '''#!{python} -IS
 import sys
 sys.path.insert(0, {root!r})
 from xenha.lab.bmc import main
 sys.exit(main(['chassis', {labdir!r}, {host!r}, *sys.argv[1:]]))
 '''
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def _dir(lab: Lab, host: str) -> Path:
