@@ -165,3 +165,15 @@ def test_initiator_dom0_unreachable_is_unknown(san):
     r = remote(san, 'dom0-2', '--shelf', 1, '--slot', 2)
     assert (r.rc, r.first) == (3, f'AOE_TARGET UNKNOWN - SSH to {a}: connection refused '
                                   f'(host down?)')
+
+
+def test_initiator_local_mode_as_under_nrpe_on_the_dom0(san):
+    env = dom0.env_for(san, 'dom0-1')
+    r = run_plugin('check_aoe_target', '--initiator', '--shelf', '1', '--slot', '2', env=env)
+    assert (r.rc, r.status) == (2, 'AOE_TARGET CRITICAL - e1.2 is unknown to the aoe '
+                                   'driver on localhost (run aoe-discover; known: none)')
+    standin = f"{san.info['hosts']['dom0-1']['bin']}/aoe-discover"   # never the real one
+    assert subprocess.run([standin], env=env).returncode == 0
+    r = run_plugin('check_aoe_target', '--initiator', '--shelf', '1', '--slot', '2', env=env)
+    assert (r.rc, r.status) == (0, 'AOE_TARGET OK - e1.2 is up on localhost via san0, '
+                                   '0.016GB')

@@ -295,3 +295,15 @@ def test_server_tgtd_down(san):
     assert (r.rc, r.status) == (2, 'ISCSI_TARGET CRITICAL - tgtd on localhost does not '
                                    'answer: tgtadm: failed to send request hdr to tgt '
                                    'daemon, Transport endpoint is not connected')
+
+
+def test_initiator_local_mode_as_under_nrpe_on_the_dom0(san):
+    """No -H: the check runs on the dom0 itself (NRPE, check_by_ssh)."""
+    from xenha.lab import dom0
+    login(san, 'dom0-1')
+    r = check('--initiator', '--target', D1, env=dom0.env_for(san, 'dom0-1'))
+    assert (r.rc, r.status) == (0, f'ISCSI_TARGET OK - localhost: 1 session logged in '
+                                   f'({D1})')
+    r = check('--initiator', '--target', D1, env=dom0.env_for(san, 'dom0-2'))
+    assert (r.rc, r.status) == (2, f'ISCSI_TARGET CRITICAL - localhost: no iSCSI session '
+                                   f'to {D1}')
