@@ -274,7 +274,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='the cluster description (default: %(default)s)')
     parser.add_argument('--format', choices=FORMATS + ('all',), default='nagios',
                         help='what to render (default: %(default)s; all: one '
-                        'subdirectory per format)')
+                        'subdirectory per format: point cfg_dir at DIR/nagios, the '
+                        'domU files end in .cfg too)')
     parser.add_argument('--output', metavar='DIR', required=True,
                         help='directory to (re)write whole; created if missing')
     parser.add_argument('--plugin-dir', metavar='DIR',
