@@ -229,6 +229,15 @@ def test_ssh_method_with_a_failing_toolstack(fence_lab):
     assert out.attempts[0].message.startswith('ssh: xl list failed')
 
 
+def test_a_broken_method_does_not_end_the_chain(fence_lab):
+    def no_runner(host):
+        raise RuntimeError('no runner for you')
+    out = fencing.fence('h1', [Method('ssh', timeout=3), method_for(fence_lab, 'h1')],
+                        no_runner)
+    assert out.ok and out.method == 'agent fence_ipmilan', out.message
+    assert out.attempts[0].message == 'internal error: RuntimeError: no runner for you'
+
+
 def test_all_methods_fail(fence_lab):
     bmc.stop(fence_lab, 'h1')
     dom0.power(fence_lab, 'h1', False)

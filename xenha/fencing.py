@@ -344,8 +344,9 @@ def _ssh_destroy(dom0: str, method, runner_factory, budget: float,
         return False, 'ssh: no runner to reach the dom0'
     params = dict(method.params)
     deadline = time.monotonic() + budget
-    runner = runner_factory(dom0)
+    runner = None
     try:
+        runner = runner_factory(dom0)
         xen = Toolstack(runner, dialect=params.get('toolstack', toolstack),
                         command=params.get('toolstack_command', toolstack_command),
                         timeout=budget)
@@ -367,7 +368,8 @@ def _ssh_destroy(dom0: str, method, runner_factory, budget: float,
     except (RunnerError, ToolstackError) as exc:
         return False, f'ssh: {exc}'
     finally:
-        runner.close()
+        if runner is not None:
+            runner.close()
     return True, (f'ssh: destroyed {len(guests)} guest(s)'
                   + (f' ({", ".join(guests)})' if guests else '')
                   + '; only Domain-0 runs. The dom0 itself was NOT powered off: '
@@ -420,9 +422,12 @@ def fence(dom0: str, methods, runner_factory=None, timeout: float = 60.0, *,
             attempts.append(Attempt(name, False, f'not tried: the fencing time '
                                     f'budget of {timeout:g}s is used up', 0.0))
             continue
-        ok, message = _try(dom0, method, runner_factory,
-                           min(method.timeout or remaining, remaining),
-                           toolstack=toolstack, toolstack_command=toolstack_command)
+        try:
+            ok, message = _try(dom0, method, runner_factory,
+                               min(method.timeout or remaining, remaining),
+                               toolstack=toolstack, toolstack_command=toolstack_command)
+        except Exception as exc:  # noqa: BLE001 - a bug in one method must not end the chain
+            ok, message = False, f'internal error: {type(exc).__name__}: {exc}'
         attempts.append(Attempt(name, ok, message, time.monotonic() - t0))
         if ok:
             return FenceOutcome(True, name, f'{dom0} fenced by {name}: {message}',
