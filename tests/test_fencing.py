@@ -7,6 +7,7 @@ dom0 (a real sshd), and the 'ssh' method talks to that sshd with paramiko.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -198,6 +199,18 @@ def test_chain_bmc_down_then_ssh_destroys_the_guests(fence_lab):
     assert reachable(fence_lab, 'h1')                # ssh fencing leaves the host up
 
 
+def test_ssh_method_confirms_the_guests_are_gone(fence_lab):
+    # a toolstack whose destroy says yes and does nothing: only the
+    # confirming `xl list` afterwards can tell
+    state = dom0.state_dir(fence_lab, 'h1')
+    xensim.add_domain(state, 'web1', 256)
+    liar = shlex.join(['sh', '-c', '[ "$1" = destroy ] && exit 0; exec xl "$@"', 'xl'])
+    out = fencing.fence('h1', [Method('ssh', timeout=3)], ssh_factory(fence_lab),
+                        toolstack_command=liar)
+    assert not out.ok
+    assert out.attempts[0].message == 'still running after destroy: web1'
+
+
 def test_ssh_method_fails_on_a_dead_host(fence_lab):
     dom0.power(fence_lab, 'h1', False)
     out = fencing.fence('h1', [Method('ssh', timeout=5)], ssh_factory(fence_lab))
@@ -226,7 +239,7 @@ def test_ssh_method_with_a_failing_toolstack(fence_lab):
     out = fencing.fence('h1', [Method('ssh', timeout=5)], ssh_factory(fence_lab),
                         toolstack='xl')
     assert not out.ok
-    assert out.attempts[0].message.startswith('ssh: xl list failed')
+    assert out.attempts[0].message.startswith('xl list failed')
 
 
 def test_a_broken_method_does_not_end_the_chain(fence_lab):

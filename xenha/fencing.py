@@ -341,36 +341,35 @@ def _ssh_destroy(dom0: str, method, runner_factory, budget: float,
     from xenha.xen import Toolstack, ToolstackError
 
     if runner_factory is None:
-        return False, 'ssh: no runner to reach the dom0'
+        return False, 'no runner to reach the dom0'
     params = dict(method.params)
     deadline = time.monotonic() + budget
     runner = None
     try:
         runner = runner_factory(dom0)
         xen = Toolstack(runner, dialect=params.get('toolstack', toolstack),
-                        command=params.get('toolstack_command', toolstack_command),
-                        timeout=budget)
-        guests = [d.name for d in xen.list() if not d.is_dom0]
-        errors = []
-        for name in guests:
-            result = xen.destroy(name)
-            if result.exit != 0:
-                errors.append(f'{name}: {result.reason()}')
+                        command=params.get('toolstack_command', toolstack_command))
+
+        def call(verb, *args):
+            # each call gets what is left of the budget, not all of it
+            xen.timeout = max(deadline - time.monotonic(), 0.5)
+            return verb(*args)
+
+        guests = [d.name for d in call(xen.list) if not d.is_dom0]
+        errors = [f'{name}: {r.reason()}' for name in guests
+                  if (r := call(xen.destroy, name)).exit != 0]
         # confirm: a destroyed domain may linger a moment as "dying"
-        while True:
-            left = [d.name for d in xen.list() if not d.is_dom0]
-            if not left:
-                break
+        while left := [d.name for d in call(xen.list) if not d.is_dom0]:
             if time.monotonic() > deadline - 0.5:
-                return False, (f'ssh: still running after destroy: {", ".join(left)}'
+                return False, (f'still running after destroy: {", ".join(left)}'
                                + (f' ({"; ".join(errors)})' if errors else ''))
             time.sleep(0.2)
     except (RunnerError, ToolstackError) as exc:
-        return False, f'ssh: {exc}'
+        return False, str(exc)
     finally:
         if runner is not None:
             runner.close()
-    return True, (f'ssh: destroyed {len(guests)} guest(s)'
+    return True, (f'destroyed {len(guests)} guest(s)'
                   + (f' ({", ".join(guests)})' if guests else '')
                   + '; only Domain-0 runs. The dom0 itself was NOT powered off: '
                   'ssh fencing is not enough for production')
