@@ -409,3 +409,81 @@ def test_a_real_nagios_runs_the_rendering(tmp_path):
     times = {m.group(2): int(m.group(1)) for m in re.finditer(
         r'^\[(\d+)\] HOST ALERT: dom0-1;DOWN;(SOFT;1|HARD;3);', log, re.M)}
     assert 0 <= times['HARD;3'] - times['SOFT;1'] <= 11
+
+
+ICINGA_RUN = '''\
+const PluginDir = "/usr/lib/nagios/plugins"
+const NodeName = "lab"
+const ZoneName = "lab"
+include <itl>
+include <plugins>
+object CheckerComponent "checker" {{ }}
+object Endpoint NodeName {{ }}
+object Zone ZoneName {{ endpoints = [ NodeName ] }}
+include "{objects}/*.conf"
+'''
+
+
+def test_a_real_icinga2_runs_the_rendering(tmp_path):
+    """A real Icinga 2 daemon with the rendering of good.toml and stand-in plugins
+    (dom0-1 and web1 fail): the CheckCommand arguments arrive as whole words
+    (Icinga passes argv, no shell: 'sudo -n /usr/sbin/xm' stays one word), and the
+    event commands get name, state, state type and attempt, in that order."""
+    out, plugins, calls = tmp_path / 'objects', tmp_path / 'plugins', tmp_path / 'calls'
+    assert run_render('--inventory', GOOD, '--format', 'icinga2', '--output', out,
+                      '--plugin-dir', plugins,
+                      '--config-inventory', '/etc/xenha/cluster.toml').returncode == 0
+    plugins.mkdir()
+    failing = {'check_xen_host': '127.0.10.11', 'check_xen_domu': 'web1'}
+    for name in ('check_xen_host', 'check_xen_domu', 'check_iscsi_target',
+                 'check_aoe_target', 'check_xen_capacity', 'handle_dom0_event',
+                 'handle_domu_event'):
+        p = plugins / name
+        p.write_text(STUB.format(name=name, calls=calls,
+                                 failing=failing.get(name, '-no-such-')))
+        p.chmod(0o755)
+    (tmp_path / 'icinga2.conf').write_text(ICINGA_RUN.format(objects=out))
+    dirs = {d: tmp_path / d for d in ('cache', 'data', 'log', 'run', 'spool')}
+    for d in dirs.values():
+        d.mkdir()
+    (dirs['run'] / 'icinga2').mkdir()
+    daemon = subprocess.Popen(
+        ['icinga2', 'daemon', '-c', str(tmp_path / 'icinga2.conf'),
+         f'-DConfiguration.CacheDir={dirs["cache"]}', f'-DConfiguration.DataDir={dirs["data"]}',
+         f'-DConfiguration.LogDir={dirs["log"]}', f'-DConfiguration.InitRunDir={dirs["run"]}',
+         f'-DConfiguration.SpoolDir={dirs["spool"]}', '-DConfiguration.RunAsUser=root',
+         '-DConfiguration.RunAsGroup=root'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host = ('check_xen_host [--known-hosts] [/etc/xenha/known_hosts] [--state-db] '
+            '[/tmp/xenha-test/state.db] [--sudo] [--toolstack] [xm] [--toolstack-command] '
+            '[sudo -n /usr/sbin/xm] [-H] [127.0.10.11] [-i] [/etc/xenha/id_ed25519] [-l] '
+            '[xenha] [-p] [2200] [-t] [7]')
+    domu = ('check_xen_domu [--cluster] [/etc/xenha/cluster.toml] [--domain] [web1] '
+            '[--max-age] [60] [-t] [7]')
+    dom0_event = re.compile(r'handle_dom0_event \[--inventory\] \[/etc/xenha/cluster.toml\]'
+                            r' \[dom0-1\] \[DOWN\] \[(SOFT|HARD)\] \[\d\]$')
+    domu_event = re.compile(r'handle_domu_event \[--inventory\] \[/etc/xenha/cluster.toml\]'
+                            r' \[web1\] \[CRITICAL\] \[(SOFT|HARD)\] \[\d\]$')
+
+    def seen() -> list[str]:
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    try:
+        deadline = time.monotonic() + 40       # first checks are splayed over 10 s
+        while time.monotonic() < deadline:
+            lines = seen()
+            if (host in lines and domu in lines and any(map(dom0_event.match, lines))
+                    and any(map(domu_event.match, lines))):
+                break
+            time.sleep(0.2)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    lines = seen()
+    assert host in lines
+    assert domu in lines
+    assert any(map(dom0_event.match, lines)), lines
+    assert any(map(domu_event.match, lines)), lines
+    # scratch has ha = false: its service runs no event handler.
+    assert not any(line.startswith('handle_domu_event') and '[scratch]' in line
+                   for line in lines)
