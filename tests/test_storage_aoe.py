@@ -82,11 +82,12 @@ def test_duplicate_export_is_warning(san):
     storage.vblade_start(san, 1, 2, name='vblade-dup', node='san2')
     dup = mac(storage.info(san)['aoe']['nodes']['san2'], storage.SAN_IF)
     macs = ', '.join(sorted([san_mac(san), dup]))
-    r = local(san, '--shelf', 1, '--slot', 2)
+    # a generous settle: under CPU contention the second vblade answers late
+    r = local(san, '--shelf', 1, '--slot', 2, '--settle', 1)
     assert (r.rc, r.status) == (1, f'AOE_TARGET WARNING - 2 targets answer for e1.2 on '
                                    f'san0: {macs} (duplicate export: data corruption risk)')
     assert 'responders=2;;;0' in r.first
-    r = local(san, '--list')
+    r = local(san, '--list', '--settle', 1)
     assert (r.rc, r.status) == (1, 'AOE_TARGET WARNING - 1 AoE target on san0: e1.2; '
                                    'answered more than once: e1.2')
 
@@ -94,7 +95,7 @@ def test_duplicate_export_is_warning(san):
 def test_list_with_wildcards(san):
     storage.vblade_start(san, 0, 7)
     storage.vblade_start(san, 12, 0)
-    r = local(san, '--list')
+    r = local(san, '--list', '--settle', 1)
     assert (r.rc, r.status) == (0, 'AOE_TARGET OK - 3 AoE targets on san0: e0.7, e1.2, '
                                    'e12.0')
     assert 'targets=3;;;0' in r.first
