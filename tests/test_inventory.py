@@ -309,6 +309,10 @@ CASES = {
         ('interface = "aoe1"', 'interface = "aoe 1"',
          ["cluster.toml:29: [target.vol1] interface = 'aoe 1': not a network interface "
           "name"]),
+    'two dom0s at one address':
+        ('address = "127.0.10.13"', 'address = "127.0.10.11"',
+         ["cluster.toml:10: [dom0.spare-1] address = '127.0.10.11': also the address of "
+          "[dom0.dom0-1]"]),
     'TOML syntax error':
         ('lun = 1', 'lun = = 1',
          ["cluster.toml:22: TOML syntax error: Invalid value (at line 22, column 7)"]),

@@ -673,6 +673,13 @@ class _Validator:
                                'Nagios hosts: names must be unique)')
                 else:
                     hosts[name] = f'[{section}.{_toml_name(name)}]'
+        seen: dict[tuple, str] = {}
+        for d in dom0s.values():
+            # One machine under two names could "fail over" onto itself.
+            if d.address is not None and (d.address, d.port) in seen:
+                self.error('dom0', d.name, 'address', 'also the address of [dom0.'
+                           f'{_toml_name(seen[d.address, d.port])}]', d.address)
+            seen.setdefault((d.address, d.port), d.name)
         disks: dict[tuple, str] = {}
         for t in targets.values():
             if t.storage is not None and t.storage not in storage:
