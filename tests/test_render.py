@@ -449,10 +449,10 @@ def test_a_real_icinga2_runs_the_rendering(tmp_path):
     (dirs['run'] / 'icinga2').mkdir()
     daemon = subprocess.Popen(
         ['icinga2', 'daemon', '-c', str(tmp_path / 'icinga2.conf'),
-         f'-DConfiguration.CacheDir={dirs["cache"]}', f'-DConfiguration.DataDir={dirs["data"]}',
-         f'-DConfiguration.LogDir={dirs["log"]}', f'-DConfiguration.InitRunDir={dirs["run"]}',
-         f'-DConfiguration.SpoolDir={dirs["spool"]}', '-DConfiguration.RunAsUser=root',
-         '-DConfiguration.RunAsGroup=root'],
+         *(f'-DConfiguration.{key}={dirs[d]}' for key, d in (
+             ('CacheDir', 'cache'), ('DataDir', 'data'), ('LogDir', 'log'),
+             ('InitRunDir', 'run'), ('SpoolDir', 'spool'))),
+         '-DConfiguration.RunAsUser=root', '-DConfiguration.RunAsGroup=root'],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     host = ('check_xen_host [--known-hosts] [/etc/xenha/known_hosts] [--state-db] '
             '[/tmp/xenha-test/state.db] [--sudo] [--toolstack] [xm] [--toolstack-command] '

@@ -102,7 +102,8 @@ def render(cluster: Cluster, fmt: str, options: Options = Options()) -> dict[str
     if fmt == 'xen':
         _check_xen(cluster)
         tpl = env.get_template('xen/domu.cfg.j2')
-        return {f'{u.name}.cfg': tpl.render(context, u=u, xm=cluster.defaults.toolstack == 'xm')
+        xm = cluster.defaults.toolstack == 'xm'
+        return {f'{u.name}.cfg': tpl.render(context, u=u, xm=xm)
                 for u in cluster.domus.values()}
     return {name: env.get_template(f'{fmt}/{name}.j2').render(context)
             for name in names[fmt]}
