@@ -148,7 +148,7 @@ def test_portal_tgtd_hung_is_critical_before_the_plugin_timeout(san):
     assert (r.rc, r.first) == (2, f'ISCSI_TARGET CRITICAL - portal {portal(san)}:3260 '
                                   f'accepted the connection but gave no login answer '
                                   f'within 1.6s (target daemon hung?)')
-    assert r.seconds < 2.5
+    assert r.seconds < 5      # our own timeout fired (rc 2), not -t (rc 3)
     storage.tgtd_resume(san)
     assert probe_d1(san).rc == 0
 

@@ -37,7 +37,7 @@ from xenha.lab.core import Lab
 from xenha.storage import aoe, iscsi
 
 PING_INTERVAL = 1.0      # open-iscsi: noop_out_interval 5 s; faster for the lab
-PING_TIMEOUT = 1.0
+PING_TIMEOUT = 2.0      # open-iscsi: noop_out_timeout 5 s
 LOGIN_TIMEOUT = 5.0
 
 # open-iscsi exit codes (usr/iscsi_err.h) and their messages
@@ -484,7 +484,7 @@ def aoe_stat_main(argv: list[str]) -> int:
             sock = aoe.open_socket(link[1])
     try:
         for name, d in known.items():
-            answers = aoe.probe(d['netif'], d['shelf'], d['slot'], timeout=0.3,
+            answers = aoe.probe(d['netif'], d['shelf'], d['slot'], timeout=1.0,
                                 settle=None, sock=sock) if sock else []
             size = aoe.gb_text(d['sectors'] * 512) if d['sectors'] is not None \
                 else '(NA)'
