@@ -487,3 +487,18 @@ def test_a_real_icinga2_runs_the_rendering(tmp_path):
     # scratch has ha = false: its service runs no event handler.
     assert not any(line.startswith('handle_domu_event') and '[scratch]' in line
                    for line in lines)
+
+
+def test_format_all_and_bad_options(tmp_path):
+    out = tmp_path / 'all'
+    r = run_render('--inventory', EXAMPLE, '--format', 'all', '--output', out)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f'xenha render: 20 all file(s) in {out}\n'   # 10 + 6 + 4
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, 'icinga2', 'nagios', 'xen']
+    assert sorted(p.name for p in (out / 'xen').iterdir()) == [
+        'build1.cfg', 'db1.cfg', 'mail1.cfg', 'web1.cfg']
+    r = run_render('--inventory', EXAMPLE, '--output', tmp_path / 'x',
+                   '--interval-length', '0')
+    assert (r.returncode, r.stderr) == (2, 'xenha render: --interval-length must be at '
+                                            'least 1\n')
+    assert not (tmp_path / 'x').exists()
