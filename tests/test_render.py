@@ -139,9 +139,9 @@ def test_nagios_objects_for_the_example():
             in cmds)
     assert ('check_command                   check_xen_host!-p 22 -l xenha -i '
             '/etc/xenha/id_ed25519 --known-hosts /etc/xenha/known_hosts --toolstack xl '
-            '--toolstack-command /usr/sbin/xl --sudo\n') in files['dom0s.cfg']
+            '--toolstack-command /usr/sbin/xl --sudo!4\n') in files['dom0s.cfg']
     # A toolstack command with spaces stays one shell word.
-    assert ("--toolstack xm --toolstack-command 'sudo -n /usr/sbin/xm' --sudo\n"
+    assert ("--toolstack xm --toolstack-command 'sudo -n /usr/sbin/xm' --sudo!7\n"
             in render(load(GOOD), 'nagios')['dom0s.cfg'])
     assert ('check_command                   check_iscsi_target!-H 127.0.10.5 -p 3260 '
             '--target iqn.2026-01.org.example.san-1:xen --lun 1 --chap-user xenha '
@@ -392,10 +392,12 @@ def test_a_real_nagios_runs_the_rendering(tmp_path):
     assert f'handle_domu_event {inv} [mail1] [CRITICAL] [HARD] [2]' in seen
     assert not any(line.startswith('handle_') and '[dom0-1]' not in line
                    and '[mail1]' not in line for line in seen)
-    assert ('check_xen_host [-H] [spare-1.example.org] [-p] [2222] [-l] [xenha] [-i] '
-            '[/etc/xenha/my key] [--known-hosts] [/etc/xenha/known_hosts] [--toolstack] '
-            '[xl] [--toolstack-command] [/usr/sbin/xl] [--sudo] [--state-db] '
-            '[/var/lib/xen ha/$tate;1.db] [-t] [10]') in seen
+    # The host check (up or down) gets 4 s, the "xen host" service the inventory's 10.
+    for timeout in (4, 10):
+        assert ('check_xen_host [-H] [spare-1.example.org] [-p] [2222] [-l] [xenha] [-i] '
+                '[/etc/xenha/my key] [--known-hosts] [/etc/xenha/known_hosts] '
+                '[--toolstack] [xl] [--toolstack-command] [/usr/sbin/xl] [--sudo] '
+                f'[--state-db] [/var/lib/xen ha/$tate;1.db] [-t] [{timeout}]') in seen
     assert (f'check_xen_domu [--cluster] [{tmp_path}/cluster.toml] [--domain] [db1] '
             '[--max-age] [60] [-t] [10]') in seen
     assert ('check_iscsi_target [-H] [127.0.10.5] [-p] [3260] [--target] '
@@ -457,7 +459,7 @@ def test_a_real_icinga2_runs_the_rendering(tmp_path):
     host = ('check_xen_host [--known-hosts] [/etc/xenha/known_hosts] [--state-db] '
             '[/tmp/xenha-test/state.db] [--sudo] [--toolstack] [xm] [--toolstack-command] '
             '[sudo -n /usr/sbin/xm] [-H] [127.0.10.11] [-i] [/etc/xenha/id_ed25519] [-l] '
-            '[xenha] [-p] [2200] [-t] [7]')
+            '[xenha] [-p] [2200] [-t] [4]')      # the host check: 4 s
     domu = ('check_xen_domu [--cluster] [/etc/xenha/cluster.toml] [--domain] [web1] '
             '[--max-age] [60] [-t] [7]')
     dom0_event = re.compile(r'handle_dom0_event \[--inventory\] \[/etc/xenha/cluster.toml\]'

@@ -58,10 +58,12 @@ class Options:
 @dataclass(frozen=True)
 class Timing:
     """HA timing in seconds.  A dead dom0 is HARD DOWN within about
-    dom0_check + (dom0_attempts - 1) * dom0_retry = 20 s."""
+    dom0_check + (dom0_attempts - 1) * dom0_retry = 20 s, plus the last
+    attempt's dom0_check_timeout when it does not even refuse the connection."""
     dom0_check: int = 10
     dom0_retry: int = 5
     dom0_attempts: int = 3
+    dom0_check_timeout: int = 4         # below dom0_retry, so attempts never queue
     dom0_service_check: int = 60
     dom0_service_retry: int = 15
     dom0_service_attempts: int = 3
