@@ -191,6 +191,7 @@ def _context(cluster: Cluster, o: Options, fmt: str) -> dict:
         plugin_dir=plugin_dir, handler_dir=handler_dir,
         inventory=inv,
         plugin_timeout=math.ceil(d.timeout),
+        host_check_timeout=min(Timing().dom0_check_timeout, math.ceil(d.timeout)),
         dom0s=dom0s, spares=cluster.spares(), storage=storage,
         targets=list(cluster.targets.values()), domus=list(cluster.domus.values()),
         dependencies=dependencies, target_args=_target_args,
