@@ -1,0 +1,142 @@
+"""The whole story on a real Nagios 4: a dom0 powered off through its BMC goes
+DOWN HARD, Nagios runs the event handler, the engine fences and relocates, and
+Nagios shows every domU OK again and the "failover" result.  Also: a crashed
+domU restarted in place by the service event handler, and a storage outage
+that makes the handler refuse to restart.
+
+Asserted from Nagios' own status file and log, and the journal.  The recovery
+time is measured and printed, not asserted (host check 10 s, retry 5 s, 3
+attempts).
+"""
+
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from xenha.lab import cluster, dom0, nagios, xensim
+from xenha.state import StateDB
+
+
+@pytest.fixture(scope='module')
+def nlab():
+    lab = cluster.up(nagios=True)
+    try:
+        yield lab
+    finally:
+        assert lab.down() == []
+
+
+def wait(what, predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'timed out waiting for {what}')
+        time.sleep(0.25)
+
+
+def svc(lab, host, desc):
+    return nagios.status(lab).get(('service', host, desc), {})
+
+
+def journal(lab):
+    with StateDB(lab.dir / 'state.db') as db:
+        return db.journal_rows()
+
+
+def all_green(lab):
+    """Every service (but the passive one) and every dom0 checked and OK.
+
+    DomU, storage and cluster hosts carry no check of their own: their
+    services are what is checked."""
+    st = nagios.status(lab)
+    want = [v for k, v in st.items() if (k[0] == 'service' and k[2] != 'failover')
+            or (k[0] == 'host' and k[1] in lab.info['hosts'])]
+    return len(want) >= 15 and all(v.get('has_been_checked') == '1' and
+                                   v['current_state'] == '0' for v in want)
+
+
+def test_1_all_green_first(nlab):
+    wait('every host and service checked and OK', lambda: all_green(nlab), 60)
+    out = svc(nlab, 'web1', 'xen domain')['plugin_output']
+    assert re.fullmatch(r'XEN_DOMU OK - web1 is blocked on dom0-1( \(cached \d+s ago\))?', out)
+
+
+def test_2_bmc_power_off_fails_over_through_nagios(nlab):
+    b = nlab.info['bmc']['dom0-1']
+    env = dict(os.environ, IPMITOOL_PASSWORD=open(b['password_file']).read().strip())
+    t0 = time.time()
+    subprocess.run(['ipmitool', '-I', 'lanplus', '-H', b['address'], '-p', str(b['port']),
+                    '-U', b['username'], '-E', '-C', '3', 'chassis', 'power', 'off'],
+                   check=True, env=env, capture_output=True)
+    assert not dom0.powered(nlab, 'dom0-1')
+
+    def recovered():
+        doms = [svc(nlab, d, 'xen domain') for d in ('db1', 'web1')]
+        return all(d.get('current_state') == '0' and int(d.get('last_check', 0)) >= t0
+                   and ' on dom0-3' in d['plugin_output'] for d in doms)
+    wait('db1 and web1 OK on dom0-3 in Nagios', recovered, 90)
+    recovery = time.time() - t0
+    log = nagios.log_lines(nlab)
+    hard = [l for l in log if 'HOST ALERT: dom0-1;DOWN;HARD;3;' in l]
+    assert hard and hard[0].endswith(
+        f"XEN_HOST UNKNOWN - SSH to {nlab.info['hosts']['dom0-1']['address']}: "
+        'connection refused (host down?)')
+    assert any('HOST EVENT HANDLER: dom0-1;DOWN;HARD;3;' in l for l in log)
+    failover = svc(nlab, 'xen-cluster', 'failover')
+    assert (failover['current_state'], failover['plugin_output']) == (
+        '0', 'FAILOVER OK - dom0-1 failed over: 2 domUs running: db1 on dom0-3, '
+             'web1 on dom0-3')
+    assert any('EXTERNAL COMMAND: SCHEDULE_FORCED_SVC_CHECK;web1;xen domain;' in l for l in log)
+    steps = [(r['step'], r['message']) for r in journal(nlab) if r['dom0'] == 'dom0-1'
+             and r['job'] and r['job'] != 'lab-setup']
+    assert ('event', 'Nagios: dom0-1 is DOWN (HARD)') in [
+        (r['step'], r['message']) for r in journal(nlab)]
+    assert any(s == 'fence' and m.startswith('agent fence_ipmilan: confirmed') for s, m in steps)
+    hard_at = int(re.match(r'\[(\d+)\]', hard[0])[1])
+    print(f'\nrecovery: power off -> all domU services OK in Nagios: {recovery:.1f}s '
+          f'(DOWN HARD after {hard_at - t0:.1f}s; host check 10s, retry 5s, 3 attempts)')
+    (nlab.dir.parent / f'xenha-recovery-{nlab.block}.txt').write_text(f'{recovery:.1f}\n')
+
+
+def test_3_crashed_domu_is_restarted_in_place(nlab):
+    xensim.set_domain_state(dom0.state_dir(nlab, 'dom0-2'), 'mail1', 'crashed')
+    wait('the service event handler restarting mail1',
+         lambda: any(r['message'] == 'mail1 restarted on dom0-2 (restart 1 of 3 in 3600s)'
+                     for r in journal(nlab)), 60)
+    wait('mail1 OK again in Nagios', lambda: svc(nlab, 'mail1', 'xen domain')
+         .get('current_state') == '0' and 'blocked on dom0-2' in
+         svc(nlab, 'mail1', 'xen domain')['plugin_output'], 60)
+    assert any('SERVICE EVENT HANDLER: mail1;xen domain;CRITICAL;HARD;' in l
+               for l in nagios.log_lines(nlab))
+
+
+def test_4_storage_down_no_restart_one_alert(nlab):
+    from xenha.lab import storage
+    storage.vblade_stop(nlab, 1, 2)              # build1's disk, e1.2
+    xensim.set_domain_state(dom0.state_dir(nlab, 'dom0-2'), 'build1', 'crashed')
+    refusal = ('not restarting build1: its storage is down (build1-disk: e1.2 is not up '
+               'in aoe-stat)')
+    wait('the refusal in the journal',
+         lambda: any(r['message'] == refusal for r in journal(nlab)), 60)
+    wait('the target service CRITICAL in Nagios',
+         lambda: svc(nlab, 'san-1', 'target build1-disk').get('current_state') == '2', 60)
+    time.sleep(3)
+    ends = [r for r in journal(nlab) if r['domu'] == 'build1' and r['step'] == 'end']
+    assert [r['message'] for r in ends] == [refusal]     # said once, not per check
+    states = {d['name']: d['state'] for d in
+              xensim.read(dom0.state_dir(nlab, 'dom0-2'))['domains']}
+    assert states['build1'] == 'crashed'                 # nothing was attempted
+    hard = 'SERVICE ALERT: san-1;target build1-disk;CRITICAL;HARD'
+    wait('the target service HARD CRITICAL', lambda: any(
+        hard in l for l in nagios.log_lines(nlab)), 90)
+    time.sleep(2)
+    assert len([l for l in nagios.log_lines(nlab) if hard in l]) == 1
+    # and the restart was refused once, not once per check
+    ends = [r for r in journal(nlab) if r['domu'] == 'build1' and r['step'] == 'end']
+    assert [r['message'] for r in ends] == [refusal]
