@@ -370,6 +370,17 @@ def test_agent_without_ipmitool_gets_the_password_on_stdin(fence_lab):
     assert secret not in message
 
 
+def test_snmp_agents_are_not_given_a_password(fence_lab):
+    # the SNMP agents put the password on snmpget's command line (-A): refused
+    # before anything runs, with the reason
+    m = Method('agent', 'fence_apc_snmp', (('ip', fence_lab.addr(99)), ('plug', '1'),
+                                          ('snmp_version', '3'), ('username', 'fence')),
+               fence_lab.info['bmc']['h1']['password_file'], 5)
+    out = fencing.fence('h1', [m])
+    assert not out.ok
+    assert 'hands the password to snmpget/snmpset on their command line' in out.message
+
+
 def test_password_scrubbed_from_agent_output():
     # should an agent ever print the password back, the message hides it
     result = Result(1, '', '2026-01-01 00:00:00,000 ERROR: login as admin/s3cr3t failed\n')
@@ -409,12 +420,14 @@ def test_problems_in_configuration(tmp_path):
     readable.write_text('x\n')
     readable.chmod(0o644)
     found = fencing.problems(Method(
-        'agent', 'ipmitool', (('password', 'x'), ('verbose', '1'), ('ip', 'a\nb')),
+        'agent', 'ipmitool', (('password', 'x'), ('verbose', '1'), ('ip', 'a\nb'),
+                              ('hexadecimal_kg', '00ff')),
         str(readable)))
     text = ' | '.join(found)
     assert 'not a fence agent' in text
     assert "'password' is refused" in text and "'verbose' is refused" in text
     assert 'line break' in text and 'readable by everyone' in text
+    assert "'hexadecimal_kg' is refused" in text
     assert fencing.problems(Method('stonith')) and not fencing.problems(Method('ssh'))
 
 

@@ -23,7 +23,7 @@ engine must not start anything ("fencing failed: not starting anything").
     says so (``FenceOutcome.skipped``), so the engine journals it every time.
 
 Secrets.  The password never goes on a command line, into a message, or into
-a log.  Two traps found with the real tools (fence-agents 4.12.1):
+a log.  Traps found with the real tools (fence-agents 4.12.1):
 
 * fence_ipmilan hands the password to ipmitool as ``-P PASSWORD``, readable
   by every local user in /proc/PID/cmdline (39 of 40 runs caught it here).
@@ -34,6 +34,8 @@ a log.  Two traps found with the real tools (fence-agents 4.12.1):
   failure, never a fallback) that drops ``-P`` and runs ipmitool with ``-E``,
   and the password travels in IPMITOOL_PASSWORD (a process's environment is
   readable by its owner only).
+* The SNMP agents (fence_apc_snmp, fence_ifmib …: metadata has snmpget_path)
+  hand the password to snmpget as ``-A``: they are refused with a password.
 * With ``verbose``/``debug`` fence agents log what they send (the password,
   for telnet/ssh-driven devices), to syslog too: such params are refused.
 
@@ -69,6 +71,7 @@ REFUSED_PARAMS = {
     'verbose_level': 'agents log the password at this level',
     'debug': 'agents log the password at this level',
     'debug_file': 'agents log the password at this level',
+    'hexadecimal_kg': 'a secret (the IPMI Kg key), and fence_ipmilan puts it in argv',
 }
 CONFIRM_WITHIN = 3.0   # seconds of status polls after an agent reported "off"
 
@@ -169,18 +172,20 @@ def _read_password(method) -> str | None:
 
 
 @functools.lru_cache(maxsize=32)
-def _runs_ipmitool(path: str, mtime: float) -> bool:
-    """Is this agent of the fence_ipmilan family (it takes ipmitool_path)?
+def _agent_options(path: str, mtime: float) -> frozenset[str]:
+    """The option names an agent declares in its metadata (asked once per file).
 
-    Asked from the agent's own metadata, once per agent file: Debian ships
-    fence_idrac, fence_ilo3 … as copies of fence_ipmilan, not as symlinks.
+    They tell how it treats the password: agents with ipmitool_path (the
+    fence_ipmilan family: Debian ships fence_idrac, fence_ilo3 … as copies, not
+    symlinks) get the ipmitool shim; agents with snmpget_path put it on
+    snmpget's command line, so they are not used with a password at all.
     """
     try:
         meta = LocalRunner().run([path, '-o', 'metadata'], 10).out
     except RunnerError as exc:
         # not knowing means not knowing where the password would end up
         raise FenceError(f'{os.path.basename(path)} -o metadata: {exc}') from None
-    return 'name="ipmitool_path"' in meta
+    return frozenset(re.findall(r'<parameter name="([^"]+)"', meta))
 
 
 def call_agent(method, action: str, timeout: float) -> tuple[Result, str | None]:
@@ -196,7 +201,13 @@ def call_agent(method, action: str, timeout: float) -> tuple[Result, str | None]
     params.setdefault('power_timeout', str(max(1, int(timeout / 3))))
     env = None
     with tempfile.TemporaryDirectory(prefix='xenha-fence-') as tmp:
-        if password is not None and _runs_ipmitool(path, os.stat(path).st_mtime):
+        options = (_agent_options(path, os.stat(path).st_mtime)
+                   if password is not None else frozenset())
+        if 'snmpget_path' in options:
+            raise FenceError(f'{agent} hands the password to snmpget/snmpset on their '
+                             f'command line (-A/-X, readable by every local user): '
+                             f'not used with a password_file')
+        if 'ipmitool_path' in options:
             if os.statvfs(tmp).f_flag & os.ST_NOEXEC:
                 raise FenceError(f'{tmp}: mounted noexec, so the ipmitool helper that '
                                  f'keeps the password out of argv cannot run there; '
