@@ -43,7 +43,7 @@ bench: deps venv
 	$(PY) bench/run_all.py
 
 readme: venv
-	$(PY) tools/readme_options.py README.md
+	$(PY) -m xenha.docs README.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
