@@ -123,7 +123,17 @@ def test_missing_password_file(fence_lab):
                str(fence_lab.dir / 'no-such-file'))
     out = fencing.fence('h1', [m])
     assert not out.ok
-    assert 'no-such-file' in out.message and dom0.powered(fence_lab, 'h1')
+    assert 'cannot read password file' in out.message and 'no-such-file' in out.message
+    assert dom0.powered(fence_lab, 'h1')
+
+
+def test_world_readable_password_file_still_fences(fence_lab):
+    # a configuration smell for the inventory to report, not a reason to
+    # leave a dead host unfenced
+    m = method_for(fence_lab, 'h1')
+    os.chmod(m.password_file, 0o644)
+    assert any('readable by everyone' in p for p in fencing.problems(m))
+    assert fencing.fence('h1', [m]).ok
 
 
 def test_power_off_ignored_is_still_on(fence_lab):
