@@ -431,13 +431,13 @@ def test_problems_in_configuration(tmp_path):
     readable.chmod(0o644)
     found = fencing.problems(Method(
         'agent', 'ipmitool', (('password', 'x'), ('verbose', '1'), ('ip', 'a\nb'),
-                              ('hexadecimal_kg', '00ff')),
+                              ('hexadecimal_kg', '00ff'), ('use_sudo', '1')),
         str(readable)))
     text = ' | '.join(found)
     assert 'not a fence agent' in text
     assert "'password' is refused" in text and "'verbose' is refused" in text
     assert 'line break' in text and 'readable by everyone' in text
-    assert "'hexadecimal_kg' is refused" in text
+    assert "'hexadecimal_kg' is refused" in text and "'use_sudo' is refused" in text
     assert fencing.problems(Method('stonith')) and not fencing.problems(Method('ssh'))
 
 

@@ -72,6 +72,9 @@ REFUSED_PARAMS = {
     'debug': 'agents log the password at this level',
     'debug_file': 'agents log the password at this level',
     'hexadecimal_kg': 'a secret (the IPMI Kg key), and fence_ipmilan puts it in argv',
+    # sudo resets the environment the ipmitool shim takes the password from
+    'sudo': 'sudo drops the password from the environment (no root needed on a LAN)',
+    'use_sudo': 'sudo drops the password from the environment (no root needed on a LAN)',
 }
 CONFIRM_WITHIN = 3.0   # seconds of status polls after an agent reported "off"
 
