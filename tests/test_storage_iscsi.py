@@ -258,7 +258,7 @@ def test_server_ok_counts_sessions(san):
                                   'sessions=0;;;0 targets=2;;;0')
     login(san, 'dom0-1')
     r = server(san, '--target', D1)
-    assert (r.rc, r.status) == (0, 'ISCSI_TARGET OK - localhost: 1 targets ready, 1 LUNs '
+    assert (r.rc, r.status) == (0, 'ISCSI_TARGET OK - localhost: 1 target ready, 1 LUN '
                                    'online, 1 initiator session')
 
 
@@ -307,3 +307,19 @@ def test_initiator_local_mode_as_under_nrpe_on_the_dom0(san):
     r = check('--initiator', '--target', D1, env=dom0.env_for(san, 'dom0-2'))
     assert (r.rc, r.status) == (2, f'ISCSI_TARGET CRITICAL - localhost: no iSCSI session '
                                    f'to {D1}')
+
+
+def test_server_mode_over_ssh(san):
+    """-H: tgtadm and stat run on the storage node over SSH (here a lab sshd
+    on this machine plays the storage node's sshd)."""
+    a = san.info['hosts']['dom0-1']['address']
+    r = check('--server', *ssh(san, 'dom0-1'), '--control-port',
+              storage.info(san)['control'], '--target', D2)
+    assert (r.rc, r.status) == (0, f'ISCSI_TARGET OK - {a}: 1 target ready, 1 LUN online, '
+                                   f'0 initiator sessions')
+    os.unlink(storage.info(san)['targets'][1]['luns']['1'])
+    r = check('--server', *ssh(san, 'dom0-1'), '--control-port',
+              storage.info(san)['control'], '--target', D2)
+    path = storage.info(san)['targets'][1]['luns']['1']
+    assert (r.rc, r.status) == (2, f'ISCSI_TARGET CRITICAL - {a}: backing store {path} '
+                                   f'is missing')
