@@ -9,7 +9,6 @@ Also times libiscsi's command-line tools doing the portal probe's work
 """
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys

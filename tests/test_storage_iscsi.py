@@ -5,9 +5,7 @@ Each case runs the plugin as a subprocess and asserts the exact first line
 """
 
 import os
-import time
 
-import pytest
 
 from storage_fixtures import host_runner, run_plugin, san, ssh, wait_for  # noqa: F401
 from xenha.lab import storage

@@ -16,7 +16,7 @@ import select
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ETH_P_AOE = 0x88A2
 BROADCAST = b'\xff' * 6
