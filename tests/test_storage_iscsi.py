@@ -6,7 +6,6 @@ Each case runs the plugin as a subprocess and asserts the exact first line
 
 import os
 
-
 from storage_fixtures import host_runner, run_plugin, san, ssh, wait_for  # noqa: F401
 from xenha.lab import storage
 
