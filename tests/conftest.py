@@ -77,3 +77,39 @@ def ssh_args(lab, host=None, **kw):
     if opts.port != 22:
         args += ['-p', opts.port]
     return args
+
+
+def cluster_lab(**kw):
+    """A fixture body: the lab cluster (xenha.lab.cluster.up(**kw)), torn down after."""
+    from xenha.lab import cluster
+    lab = cluster.up(**kw)
+    try:
+        yield lab
+    finally:
+        assert lab.down() == []
+
+
+# -- looking at a lab cluster -------------------------------------------------------
+def engine(lab, **kw):
+    """The failover engine on the lab's inventory, with a short split-brain re-check."""
+    from xenha.failover import Engine
+    from xenha.lab import cluster
+    kw.setdefault('recheck_delay', 0.2)
+    return Engine(cluster.cluster(lab), **kw)
+
+
+def placement(lab):
+    """domU -> sorted hosts where the simulated hypervisors hold it."""
+    from xenha.lab import dom0, xensim
+    out = {}
+    for host in lab.info['hosts']:
+        for d in xensim.read(dom0.state_dir(lab, host))['domains']:
+            if d['id']:
+                out.setdefault(d['name'], []).append(host)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def journal(lab, job=None):
+    from xenha.state import StateDB
+    with StateDB(lab.dir / 'state.db') as db:
+        return [(r['step'], r['message']) for r in db.journal_rows(job=job)]

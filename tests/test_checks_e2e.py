@@ -84,7 +84,7 @@ def test_toolstack_hang_is_unknown_naming_the_command(web):
     xensim.set_fault(dom0.state_dir(web, 'dom0-1'), 'hang')
     r = run('check_xen_host', *ssh_args(web, 'dom0-1'), '-t', '3')
     assert (r.rc, r.first) == (
-        3, f'XEN_HOST UNKNOWN - xl list on {addr(web)} did not finish within 2.3s')
+        3, f'XEN_HOST UNKNOWN - xl list on {addr(web)} did not finish within 2.5s')
     assert r.seconds < 3
 
 

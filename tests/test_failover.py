@@ -11,49 +11,21 @@ import time
 
 import pytest
 
-from xenha.failover import Engine
+from conftest import cluster_lab, engine, journal, placement
+
 from xenha.lab import bmc, cluster, dom0, xensim
-from xenha.state import StateDB
 
 
 @pytest.fixture
 def clab():
     """Lab cluster without storage (diskless domUs): dom0-1 db1+web1, dom0-2 mail1+build1."""
-    lab = cluster.up(storage=False)
-    try:
-        yield lab
-    finally:
-        assert lab.down() == []
+    yield from cluster_lab(storage=False)
 
 
 @pytest.fixture
 def slab():
     """Lab cluster with storage: db1/web1 on iSCSI, mail1/build1 on AoE."""
-    lab = cluster.up()
-    try:
-        yield lab
-    finally:
-        assert lab.down() == []
-
-
-def engine(lab, **kw):
-    kw.setdefault('recheck_delay', 0.2)
-    return Engine(cluster.cluster(lab), **kw)
-
-
-def placement(lab):
-    """domU -> sorted hosts where the simulated hypervisors hold it."""
-    out = {}
-    for host in lab.info['hosts']:
-        for d in xensim.read(dom0.state_dir(lab, host))['domains']:
-            if d['id']:
-                out.setdefault(d['name'], []).append(host)
-    return {k: sorted(v) for k, v in out.items()}
-
-
-def journal(lab, job=None):
-    with StateDB(lab.dir / 'state.db') as db:
-        return [(r['step'], r['message']) for r in db.journal_rows(job=job)]
+    yield from cluster_lab()
 
 
 def xenha(lab, *args, **kw):

@@ -15,45 +15,12 @@ from pathlib import Path
 import pytest
 
 from xenha.inventory import load
+from xenha.lab.nagios import SITE_CFG   # the lab's timeperiod, contact and group
 from xenha.render import MARKER, MARKER_TEXT, Options, RenderError, render, write_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / 'examples' / 'cluster.toml'
 GOOD = ROOT / 'tests' / 'fixtures' / 'inventory' / 'good.toml'
-
-SITE_CFG = '''\
-define timeperiod {
-    timeperiod_name 24x7
-    alias           always
-    sunday          00:00-24:00
-    monday          00:00-24:00
-    tuesday         00:00-24:00
-    wednesday       00:00-24:00
-    thursday        00:00-24:00
-    friday          00:00-24:00
-    saturday        00:00-24:00
-}
-define command {
-    command_name    notify-nobody
-    command_line    /bin/true
-}
-define contact {
-    contact_name                    nobody
-    host_notifications_enabled      0
-    service_notifications_enabled   0
-    host_notification_period        24x7
-    service_notification_period     24x7
-    host_notification_options       n
-    service_notification_options    n
-    host_notification_commands      notify-nobody
-    service_notification_commands   notify-nobody
-}
-define contactgroup {
-    contactgroup_name   admins
-    alias               admins
-    members             nobody
-}
-'''
 
 
 def run_render(*args) -> subprocess.CompletedProcess:

@@ -5,28 +5,19 @@ import time
 
 import pytest
 
-from conftest import run
-from test_failover import engine, journal, placement
+from conftest import cluster_lab, engine, journal, placement, run
 from xenha.lab import cluster, dom0, xensim
 from xenha.restart import restart
 
 
 @pytest.fixture
 def clab():
-    lab = cluster.up(storage=False, max_restart=2)
-    try:
-        yield lab
-    finally:
-        assert lab.down() == []
+    yield from cluster_lab(storage=False, max_restart=2)
 
 
 @pytest.fixture
 def slab():
-    lab = cluster.up()
-    try:
-        yield lab
-    finally:
-        assert lab.down() == []
+    yield from cluster_lab()
 
 
 def crash(lab, host, name):

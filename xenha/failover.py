@@ -92,7 +92,8 @@ class Plan:
 class Engine:
     def __init__(self, cluster: Cluster, db: StateDB | None = None, *,
                  say=None, confirm_probes: int = 2, probe_interval: float = 0.5,
-                 recheck_delay: float = 1.0, create_timeout: float = 60.0):
+                 recheck_delay: float = 1.0, create_timeout: float = 60.0,
+                 one_at_a_time: bool = False):
         self.cluster = cluster
         self.d = cluster.defaults
         self.db = db or StateDB(self.d.state_db)
@@ -102,6 +103,9 @@ class Engine:
         self.probe_interval = probe_interval
         self.recheck_delay = recheck_delay
         self.create_timeout = create_timeout
+        # the benchmark's baseline: one host, one domU at a time, each verified
+        # before the next (what a shell-script failover does)
+        self.one_at_a_time = one_at_a_time
         self._runners: dict[str, SSHRunner] = {}
         self._lock = threading.Lock()
         self.job = ''
@@ -344,14 +348,18 @@ class Engine:
         return result
 
     def relocate(self, placement: dict[str, str], report: Report) -> None:
-        """Steps 6 and 7 for a placement: storage, then create, per host in parallel."""
+        """Steps 6 and 7 for a placement: storage, then create, per host in parallel.
+
+        Work is keyed "host" (or "host/domU" one at a time): one_host() gets a key.
+        """
         by_host: dict[str, list[DomU]] = {}
         for name, host in placement.items():
             by_host.setdefault(host, []).append(self.cluster.domus[name])
 
-        def one_host(host_name: str) -> dict[str, str | None]:
+        def one_host(key: str) -> dict[str, str | None]:
+            host_name = key.split('/')[0]
             host = self.cluster.dom0s[host_name]
-            domus = by_host[host_name]
+            domus = by_host[key]
             needed = {t.name: t for u in domus for t in self.cluster.targets_of(u)}
             try:
                 attached = self.attach(host, list(needed.values()))
@@ -368,13 +376,18 @@ class Engine:
                 self._drop(host_name)
                 return {u.name: f'{host_name} failed: {exc}' for u in domus}
 
-        with ThreadPoolExecutor(max_workers=max(1, len(by_host))) as pool:
-            for host_name, out in zip(by_host, pool.map(one_host, by_host)):
-                for name, why in out.items():
-                    if why is None:
-                        report.moved[name] = host_name
-                    else:
-                        report.failed[name] = why
+        if self.one_at_a_time:
+            by_host = {f'{h}/{u.name}': [u] for h, us in by_host.items() for u in us}
+            results = [one_host(key) for key in by_host]
+        else:
+            with ThreadPoolExecutor(max_workers=max(1, len(by_host))) as pool:
+                results = list(pool.map(one_host, by_host))
+        for key, out in zip(by_host, results):
+            for name, why in out.items():
+                if why is None:
+                    report.moved[name] = key.split('/')[0]
+                else:
+                    report.failed[name] = why
 
     # -- the job --------------------------------------------------------------------------
     def failover(self, dom0: str, dry_run: bool = False, why: str = '') -> Report:

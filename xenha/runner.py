@@ -290,8 +290,7 @@ class SSHRunner:
                 chan.close()
                 self.close()
                 raise CommandTimeout(
-                    f'{line} on {self._where()} did not finish within '
-                    f'{remaining:.1f}s')
+                    f'{line} on {self._where()} did not finish within {timeout:g}s')
             if not progressed:
                 try:
                     data = chan.recv(65536)

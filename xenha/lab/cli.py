@@ -99,6 +99,12 @@ def run(args) -> int:
         dom0.resume(lab, args.host)
         dom0.power(lab, args.host, on=True)
         xensim.set_fault(sd, None)
+        if args.host in lab.info.get('bmc', {}):
+            from xenha.lab import bmc
+            bmc.set_fault(lab, args.host, None)
+            bmc.resume(lab, args.host)
+            if not lab.alive(f'bmc-{args.host}'):
+                bmc.start(lab, args.host)
         print(f'{args.host}: healed')
     return 0
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Relocating N domUs from one failed dom0 to 2 spares: engine time from the
+handler call to all verified, against a one-at-a-time baseline (one domU after
+the other, each verified before the next) measured in the same run.
+
+    python bench/bench_failover.py [--sizes 1,5,20,50]
+
+The lab's dom0s are simulated (real sshd, simulated xl) and the domUs are
+diskless here: the storage logins are measured by bench_storage.py.
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+
+from xenha.lab import cluster, dom0
+from xenha.state import StateDB
+
+BIN = f'{sys.prefix}/bin'
+
+
+def one_run(n: int, mode: str) -> tuple[float, str]:
+    """mode: 'handler' (Nagios' way in), 'engine' or 'one-at-a-time' (in-process)."""
+    guests = tuple(cluster.GuestSpec(f'g{i:02d}', 'dom0-1', 256, 'none') for i in range(n))
+    lab = cluster.up(hosts=(('dom0-1', 'active'), ('spare-1', 'spare'), ('spare-2', 'spare')),
+                     guests=guests, storage=False, host_memory_mb=32768,
+                     create_parallel=4)
+    try:
+        dom0.power(lab, 'dom0-1', on=False)
+        inv = str(cluster.inventory_path(lab))
+        t0 = time.time()
+        if mode != 'handler':
+            from xenha.failover import Engine
+            r = Engine(cluster.cluster(lab),
+                       one_at_a_time=mode == 'one-at-a-time').failover('dom0-1')
+            message = r.message
+        else:
+            subprocess.run([f'{BIN}/handle_dom0_event', '--inventory', inv, 'dom0-1',
+                            'DOWN', 'HARD', '3'], check=True, capture_output=True)
+            message = ''
+        with StateDB(lab.dir / 'state.db') as db:
+            while True:
+                end = [r for r in db.journal_rows() if r['step'] == 'end'
+                       and r['dom0'] == 'dom0-1']
+                if end:
+                    break
+                time.sleep(0.01)
+        elapsed = end[0]['at'] - t0
+        return elapsed, message or end[0]['message']
+    finally:
+        lab.down()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--sizes', default='1,5,20,50')
+    sizes = [int(x) for x in ap.parse_args().sizes.split(',')]
+    print('N    handler->verified   engine   one-at-a-time   speed-up (one-at-a-time / engine)')
+    for n in sizes:
+        runs = {m: one_run(n, m) for m in ('handler', 'engine', 'one-at-a-time')}
+        bad = [f'{m}: {msg[:70]}' for m, (_, msg) in runs.items()
+               if not msg.startswith('dom0-1 failed over: ') or 'NOT running' in msg]
+        h, e, o = (runs[m][0] for m in ('handler', 'engine', 'one-at-a-time'))
+        print(f'{n:<4} {h:10.2f} s      {e:6.2f} s   {o:8.2f} s      {o / e:5.1f}x'
+              + (f'  PROBLEM {bad}' if bad else ''), flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
