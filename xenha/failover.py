@@ -91,7 +91,7 @@ class Plan:
 
 class Engine:
     def __init__(self, cluster: Cluster, db: StateDB | None = None, *,
-                 say=None, confirm_probes: int = 2, probe_interval: float = 0.5,
+                 say=None, confirm_probes: int = 2, probe_interval: float = 0.25,
                  recheck_delay: float = 1.0, create_timeout: float = 60.0,
                  one_at_a_time: bool = False):
         self.cluster = cluster
@@ -185,29 +185,44 @@ class Engine:
                 victims.append(u)
         return victims, skipped
 
-    def plan(self, dom0: str) -> Plan:
-        """Who moves where; reads the cluster, changes nothing."""
+    def look(self, dom0: str) -> tuple[float, dict]:
+        """A first look at every other dom0: (when, listings)."""
+        others = [h for h in self.cluster.dom0s.values() if h.name != dom0]
+        listings = self.scan(others)
+        return time.monotonic(), listings
+
+    def plan(self, dom0: str, first_look: tuple[float, dict] | None = None) -> Plan:
+        """Who moves where; reads the cluster, changes nothing.
+
+        The split-brain guard looks twice, at least recheck_delay apart, because a
+        rebooting guest is missing from `xl list` for a moment.  The failover
+        takes its first look while it confirms and fences, so the wait is
+        usually already over.
+        """
         failed = self.cluster.dom0s[dom0]
         plan = Plan(dom0, [fencing.label(m) for m in failed.fencing])
         others = [h for h in self.cluster.dom0s.values() if h.name != dom0]
-        listings = self.scan(others)
-        victims, plan.skipped = self.victims(failed, listings)
-        # split-brain guard: present anywhere reachable → leave it alone; look
-        # twice, because a rebooting guest is missing from `xl list` for a moment
+        looked_at, listings = first_look or self.look(dom0)
+        wait = self.recheck_delay - (time.monotonic() - looked_at)
+        if wait > 0:
+            time.sleep(wait)
+        # the second look and the candidates' memory at once
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            again = pool.submit(self.scan, others)
+            infos = pool.submit(self._infos, self.candidates(others, {}))
+            again, infos = again.result(), infos.result()
         running = _present(listings)
-        if victims and self.recheck_delay:
-            time.sleep(self.recheck_delay)
-            again = self.scan(others)
-            for name, hosts in _present(again).items():
-                running.setdefault(name, hosts)
-            listings = {k: (again[k] if not isinstance(again[k], Exception) else v)
-                        for k, v in listings.items()}
+        for name, hosts in _present(again).items():
+            running.setdefault(name, hosts)
+        listings = {k: (again[k] if not isinstance(again[k], Exception) else v)
+                    for k, v in listings.items()}
+        victims, plan.skipped = self.victims(failed, listings)
         for u in victims:
             if u.name in running:
                 plan.already[u.name] = running[u.name][0]
             else:
                 plan.victims.append(u)
-        self._place(plan, others, listings)
+        self._place(plan, others, listings, infos)
         return plan
 
     def candidates(self, others: list[Dom0], listings: dict) -> list[Dom0]:
@@ -216,11 +231,15 @@ class Engine:
             hosts += [h for h in others if h.role == 'active']
         return [h for h in hosts if not isinstance(listings.get(h.name), Exception)]
 
-    def _place(self, plan: Plan, others: list[Dom0], listings: dict) -> None:
+    def _place(self, plan: Plan, others: list[Dom0], listings: dict,
+               infos: dict | None = None) -> None:
         """Fill plan.free from the candidates' live `info`, then `place`."""
-        hosts = self.candidates(others, listings)
-        infos = self._infos(hosts)
+        hosts = {h.name for h in self.candidates(others, listings)}
+        if infos is None:
+            infos = self._infos([h for h in others if h.name in hosts])
         for name, info in infos.items():
+            if name not in hosts:
+                continue
             if isinstance(info, Exception):
                 self.log('plan', f'spare {name} gives no memory figure: {info}', 'warning',
                          dom0=plan.dom0)
@@ -437,6 +456,10 @@ class Engine:
         self.log('start', f'failover of {dom0} begins' + (f' ({why})' if why else ''),
                  dom0=dom0)
         t = time.monotonic()
+        # the split-brain guard's first look runs while we confirm and fence
+        looking = ThreadPoolExecutor(max_workers=1)
+        first_look = looking.submit(self.look, dom0)
+        looking.shutdown(wait=False)
         alive = self.confirm_gone(failed)
         report.steps.append(('confirm', time.monotonic() - t))
         if alive:
@@ -454,7 +477,7 @@ class Engine:
             return self._end(report, 'failed', 'could not get the placement lock in 300s')
         with placement_lease:
             t = time.monotonic()
-            plan = report.plan = self.plan(dom0)
+            plan = report.plan = self.plan(dom0, first_look.result())
             report.steps.append(('plan', time.monotonic() - t))
             for line in plan.describe(self.cluster)[1:]:
                 self.log('plan', line.strip(), dom0=dom0)
