@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RECIPE = 3               # bump when the build below changes
+RECIPE = 5               # bump when the build below changes
 SUITE = 'bookworm'
 MIRROR = 'http://deb.debian.org/debian'
 SECURITY = 'http://deb.debian.org/debian-security'
@@ -44,8 +44,8 @@ PACKAGES = ['xen-utils-4.17', 'xenstore-utils', 'busybox', 'openssh-server', 'km
             'iproute2', 'procps', 'open-iscsi', 'aoetools', 'util-linux', 'socat',
             'e2fsprogs', 'udev']
 # modules the initramfs loads (dependencies are added from modules.dep)
-DOM0_INITRD_MODULES = ['virtio_pci', 'virtio_blk', 'ext4']
-DOMU_INITRD_MODULES = ['xen-blkfront', 'ext4']
+DOM0_INITRD_MODULES = ['virtio_pci', 'virtio_blk', 'virtio-rng', 'crc32c_generic', 'ext4']
+DOMU_INITRD_MODULES = ['xen-blkfront', 'crc32c_generic', 'ext4']
 IMAGE_SIZE = '2G'
 
 
@@ -121,12 +121,19 @@ tar -xf /dev/vdb -C / && echo "xenha-init: seed applied"
 . /etc/xenha/seed.env
 hostname "$HOSTNAME"
 for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-blkback xen-netback \
-         virtio_net iscsi_tcp; do modprobe $m || echo "xenha-init: no module $m"; done
-modprobe aoe aoe_iflist=eth1   # never eth0 (the user-mode NIC)
+         virtio_net iscsi_tcp loop; do modprobe $m || echo "xenha-init: no module $m"; done
 mountpoint -q /proc/xen || mount -t xenfs xenfs /proc/xen
 ip link set lo up
-for nic in /sys/class/net/*; do n=${nic##*/}; [ "$n" = lo ] || ip link set "$n" up; done
-busybox udhcpc -q -n -t 20 -i eth0 -s /etc/xenha/udhcpc.script && echo "xenha-init: network up"
+# NICs by MAC: the user-mode uplink has UPLINK_MAC, the other one is the SAN
+i=0; while [ $(ls /sys/class/net | wc -l) -lt 3 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+for nic in /sys/class/net/*; do
+    n=${nic##*/}; [ "$n" = lo ] && continue
+    if [ "$(cat $nic/address)" = "$UPLINK_MAC" ]; then ip link set "$n" name lab0
+    else ip link set "$n" name san0; fi
+done
+ip link set lab0 up; ip link set san0 up
+modprobe aoe aoe_iflist=san0   # AoE on the SAN NIC only, never on the uplink
+busybox udhcpc -q -n -t 20 -i lab0 -s /etc/xenha/udhcpc.script && echo "xenha-init: network up"
 # the lab's iSCSI portal is reachable through QEMU's guestfwd at the slirp
 # network's .4 address; make it answer at the portal's own address, so
 # discovery, node records and by-path names look exactly like on a real site

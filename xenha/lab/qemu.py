@@ -1,0 +1,207 @@
+"""Lab dom0s that run real Xen: one QEMU/TCG machine per host.
+
+Each machine boots the image of `xenha.lab.xenimage` (Xen 4.17 + a Debian PV
+dom0) with ``-snapshot``, so the cached image stays clean and a power cycle
+is a cold boot.  It fits the shape of `xenha.lab.dom0`: the same
+``lab.info['hosts'][name]`` keys, the lab's client key authorized, its own
+host key in the lab's known_hosts, sshd at the host's own loopback address.
+
+Network (loopback only):
+* NIC 1, QEMU user mode with ``restrict=on``: the only ways through are the
+  host forward ``ADDR:PORT -> guest:22`` and one guest forward: the guest's
+  ``<slirp net>.4:3260`` runs ``qemu.py pipe PORTAL 3260`` on the host per
+  connection, i.e. reaches the lab's tgtd.  Inside dom0 a socat on the
+  portal's own address (on dom0's lo) leads there, so the spare's iscsiadm
+  uses the inventory's portal unchanged.
+* NIC 2, a tap that this module moves into the lab's SAN namespace and
+  enslaves to its bridge: layer 2 for the dom0's `aoe` module (which is
+  told to use that NIC only).
+
+Per-host seed (a tar archive as a read-only raw drive): authorized key,
+host key, hostname, portal, initiator name; applied by dom0's PID 1.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xenha.lab.core import Lab
+
+QEMU = 'qemu-system-x86_64'
+MEMORY_MB = 2048        # the machine; QEMU peaks near 2.5 GB RSS with it
+DOM0_MB = 512
+UPLINK_MAC = '52:54:00:12:34:56'   # the same on every host: slirp is per QEMU
+BOOT_TIMEOUT = 240      # seconds from QEMU start to an SSH login (TCG on a busy host)
+
+
+# -- guest forward helper (runs on the host, stdin/stdout = the guest's TCP stream)
+def pipe(host: str, port: int) -> int:
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.settimeout(None)
+        fds = {0: s.fileno(), s.fileno(): 1}
+        while True:
+            for fd in select.select(list(fds), [], [])[0]:
+                data = os.read(fd, 65536)
+                if not data:
+                    return 0
+                os.write(fds[fd], data) if fds[fd] == 1 else s.sendall(data)
+
+
+# -- setup ---------------------------------------------------------------------
+def _seed(path: Path, files: dict[str, tuple[bytes, int]]) -> None:
+    import io
+    with tarfile.open(path, 'w', format=tarfile.USTAR_FORMAT) as tar:
+        for name, (data, mode) in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+
+
+def tap_name(lab: Lab, name: str) -> str:
+    index = list(lab.info['hosts']).index(name)
+    return f'{lab.prefix}q{index}'
+
+
+def add_host(lab: Lab, name: str, *, image: str | os.PathLike | None = None,
+             memory_mb: int = MEMORY_MB, dom0_mb: int = DOM0_MB, wait: bool = True) -> dict:
+    """Create host `name` as a QEMU machine and boot it (wait for SSH)."""
+    from xenha.lab import dom0, storage, xenimage
+    image = Path(image) if image else xenimage.cached()
+    if image is None:
+        raise RuntimeError('no real-Xen image cached: run `xenha lab image` first')
+    hosts = lab.info.setdefault('hosts', {})
+    address = lab.addr(11 + len(hosts))
+    if 'ssh_port' not in lab.info:
+        lab.info['ssh_port'] = 22 if dom0._port_free(address, 22) else 2222
+    port = lab.info['ssh_port']
+    hdir = lab.dir / 'hosts' / name
+    (hdir / 'state').mkdir(parents=True, exist_ok=True)
+    hostkey = hdir / 'ssh_host_ed25519_key'
+    pub = dom0._keygen(hostkey)
+    client_pub = Path(f'{dom0.client_key(lab)}.pub').read_bytes()
+    env = (f'HOSTNAME={name}\nPORTAL={lab.addr(5)}\n'
+           f'INITIATOR={storage.initiator_name(name)}\nUPLINK_MAC={UPLINK_MAC}\n').encode()
+    _seed(hdir / 'seed.tar', {
+        'root/.ssh/authorized_keys': (client_pub, 0o600),
+        'etc/ssh/ssh_host_ed25519_key': (hostkey.read_bytes(), 0o600),
+        'etc/ssh/ssh_host_ed25519_key.pub': (f'{pub}\n'.encode(), 0o644),
+        'etc/xenha/seed.env': (env, 0o644),
+    })
+    with open(dom0.known_hosts(lab), 'a') as fh:
+        keytype, keydata = pub.split()[:2]
+        fh.write(f'{dom0.known_hosts_name(address, port)} {keytype} {keydata}\n')
+    hosts[name] = {'address': address, 'port': port, 'dir': str(hdir),
+                   'state_dir': str(hdir / 'state'), 'bin': None,
+                   'host_key': str(hostkey), 'kind': 'qemu', 'image': str(image),
+                   'memory_mb': memory_mb, 'dom0_mb': dom0_mb}
+    lab.save()
+    start(lab, name, wait=wait)
+    return hosts[name]
+
+
+def argv(lab: Lab, name: str) -> list[str]:
+    host = lab.info['hosts'][name]
+    image, hdir = Path(host['image']), Path(host['dir'])
+    fwd = (f'{sys.executable} -IS {Path(__file__).resolve()} pipe '
+           f'{lab.addr(5)} 3260')
+    index = list(lab.info['hosts']).index(name)
+    san_mac = f'52:54:00:5a:{lab.block % 256:02x}:{index + 1:02x}'
+    nic = (f'user,model=virtio-net-pci,mac={UPLINK_MAC},restrict=on,hostfwd=tcp:{host["address"]}:{host["port"]}-:22,'
+           f'guestfwd=tcp::3260-cmd:{fwd}')
+    mem = host['dom0_mb']
+    return [
+        QEMU, '-accel', 'tcg', '-cpu', 'qemu64', '-m', str(host['memory_mb']),
+        '-smp', '2', '-nographic', '-monitor', 'none', '-no-reboot', '-snapshot',
+        '-serial', f'file:{hdir / "console.log"}',
+        '-drive', f'file={image / "dom0.img"},format=raw,if=virtio',
+        '-drive', f'file={hdir / "seed.tar"},format=raw,if=virtio,readonly=on',
+        '-nic', nic,
+        '-netdev', f'tap,id=san,ifname={tap_name(lab, name)},script=no,downscript=no',
+        '-device', f'virtio-net-pci,netdev=san,mac={san_mac}',
+        '-device', 'virtio-rng-pci',
+        '-kernel', str(image / 'xen'),
+        '-initrd', f'{image / "vmlinuz"} console=hvc0 earlyprintk=xen root=/dev/vda,'
+                   f'{image / "initrd.gz"}',
+        '-append', f'console=com1 com1=115200,8n1 dom0_mem={mem}M,max:{mem}M '
+                   'dom0_max_vcpus=2 noreboot',
+    ]
+
+
+def start(lab: Lab, name: str, wait: bool = True) -> None:
+    """Power on: start QEMU, put its SAN tap on the lab's bridge, wait for SSH."""
+    t = time.monotonic()
+    host = lab.info['hosts'][name]
+    log = Path(host['dir']) / 'console.log'
+    if log.exists():
+        log.rename(log.with_suffix('.log.old'))
+    lab.spawn(f'qemu-{name}', argv(lab, name))
+    san_attach(lab, name)
+    if wait:
+        wait_ssh(lab, name, BOOT_TIMEOUT - (time.monotonic() - t))
+
+
+def san_attach(lab: Lab, name: str, timeout: float = 10) -> bool:
+    """Move the host's tap into the SAN namespace, on br0 (if the SAN exists)."""
+    san = f'{lab.prefix}-san'
+    tap = tap_name(lab, name)
+    if san not in lab.namespaces:
+        return False
+    deadline = time.monotonic() + timeout
+    while not Path(f'/sys/class/net/{tap}').exists():
+        if time.monotonic() > deadline or not lab.alive(f'qemu-{name}'):
+            raise RuntimeError(f'{name}: QEMU made no {tap}')
+        time.sleep(0.05)
+    subprocess.run(['ip', 'link', 'set', tap, 'netns', san], check=True)
+    subprocess.run(['ip', '-n', san, 'link', 'set', tap, 'master', 'br0', 'up'],
+                   check=True)
+    return True
+
+
+def wait_ssh(lab: Lab, name: str, timeout: float = BOOT_TIMEOUT) -> float:
+    """Poll until `true` runs over SSH as the checks will; seconds waited."""
+    from xenha.lab import dom0
+    from xenha.runner import SSHRunner
+    host = lab.info['hosts'][name]
+    t = time.monotonic()
+    last = ''
+    while time.monotonic() - t < timeout:
+        if not lab.alive(f'qemu-{name}'):
+            raise RuntimeError(f'{name}: QEMU died, see {host["dir"]}/console.log')
+        runner = SSHRunner(host['address'], dom0.ssh_options(lab), timeout=15)
+        try:
+            r = runner.run(['xl', 'info'], 15)
+            if r.exit == 0 and 'xen_version' in r.out:
+                return time.monotonic() - t
+            last = r.reason()
+        except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+            last = str(exc)
+        finally:
+            runner.close()
+        time.sleep(1)
+    raise RuntimeError(f'{name}: no SSH + xl info after {timeout:.0f}s ({last})')
+
+
+def power(lab: Lab, name: str, on: bool) -> None:
+    """What the BMC's chassis control does: pull the plug / cold boot (no wait)."""
+    if on:
+        if not lab.alive(f'qemu-{name}'):
+            start(lab, name, wait=False)
+    else:
+        lab.stop(f'qemu-{name}', timeout=5)
+
+
+def powered(lab: Lab, name: str) -> bool:
+    return lab.alive(f'qemu-{name}')
+
+
+if __name__ == '__main__' and sys.argv[1:2] == ['pipe']:
+    sys.exit(pipe(sys.argv[2], int(sys.argv[3])))
