@@ -15,6 +15,7 @@ when the process that brought it up died.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -58,18 +59,22 @@ class Lab:
     def __init__(self, directory: str | os.PathLike | None = None,
                  block: int | None = None):
         CLAIMS.mkdir(parents=True, exist_ok=True)
-        self.block = self._claim(block)
-        if directory is None:
-            directory = tempfile.mkdtemp(prefix=f'xenha-lab{self.block}-')
-        self.dir = Path(directory).resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (CLAIMS / str(self.block) / 'dir').write_text(str(self.dir))
-        (self.dir / 'procs').mkdir(exist_ok=True)
         self.namespaces: list[str] = []
         self.teardown: list[list[str]] = []   # argv lists, run in reverse order
         self.files: list[str] = []            # paths outside dir to remove
         self.info: dict = {}                  # component data (hosts, storage, …)
-        self.save()
+        # claim, stale check and the first lab.json happen under one lock, so a
+        # claim being made is never mistaken for a stale one by another lab
+        with open(CLAIMS / '.lock', 'a+') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.block = self._claim(block)
+            if directory is None:
+                directory = tempfile.mkdtemp(prefix=f'xenha-lab{self.block}-')
+            self.dir = Path(directory).resolve()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / 'procs').mkdir(exist_ok=True)
+            self.save()
+            (CLAIMS / str(self.block) / 'dir').write_text(str(self.dir))
 
     # -- identity ------------------------------------------------------------
     @staticmethod
@@ -92,17 +97,15 @@ class Lab:
 
     @staticmethod
     def _stale(claim: Path) -> bool:
-        """A claim whose lab directory is gone (or never written) is stale."""
-        dirfile = claim / 'dir'
+        """A claim whose lab directory is gone (or that was never finished) is stale.
+
+        Called under the claims lock, so no claim is half-made right now.
+        """
         try:
-            d = Path(dirfile.read_text())
-        except FileNotFoundError:
-            # being created right now, or left by a crash: old = stale
-            try:
-                return time.time() - claim.stat().st_mtime > 60
-            except FileNotFoundError:
-                return True
-        return not (d / 'lab.json').exists()
+            d = Path((claim / 'dir').read_text())
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+        return not d.is_absolute() or not (d / 'lab.json').exists()
 
     def addr(self, host: int) -> str:
         """Loopback address number `host` (1..254) of this lab."""

@@ -164,6 +164,9 @@ def power(lab: Lab, name: str, on: bool) -> None:
     else:
         lab.stop(f'sshd-{name}')
         xensim.power_off(host['state_dir'])
+        if 'storage' in lab.info:     # its iSCSI sessions drop, without a logout
+            from xenha.lab import initiators
+            initiators.host_down(lab, name)
 
 
 def powered(lab: Lab, name: str) -> bool:
