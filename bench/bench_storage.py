@@ -9,39 +9,13 @@ Also times libiscsi's command-line tools doing the portal probe's work
 """
 
 import argparse
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / 'tests')]
+sys.path[:0] = [str(REPO), str(REPO / 'tests'), str(REPO / 'bench')]
 
-BASELINE = '''#!/usr/bin/env python3
-import nagiosplugin
-
-class Baseline(nagiosplugin.Resource):
-    def probe(self):
-        return [nagiosplugin.Metric('value', 1, context='value')]
-
-@nagiosplugin.guarded
-def main():
-    nagiosplugin.Check(Baseline(), nagiosplugin.ScalarContext('value', '5', '10')).main()
-
-main()
-'''
-
-
-def timed(argv, runs):
-    times = []
-    for _ in range(runs):
-        t = time.monotonic()
-        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        times.append(time.monotonic() - t)
-    first = proc.stdout.splitlines()[0] if proc.stdout else proc.stderr.strip()[:60]
-    return statistics.median(times), proc.returncode, first
+from baseline import baseline_script, timed  # noqa: E402  (the shared baseline)
 
 
 def main():
@@ -68,10 +42,7 @@ def main():
                 h.run(argv)
             h.run(['aoe-discover'])
         ns = ['ip', 'netns', 'exec', storage.netns_of(lab, storage.MONITOR)]
-        base = Path(tempfile.mkdtemp()) / 'check_baseline'
-        base.write_text(BASELINE)
-        base.chmod(0o755)
-        baseline = [sys.executable, str(base)]
+        baseline = [sys.executable, baseline_script()]
         iscsi_cmd = plugin_argv('check_iscsi_target')
         aoe_cmd = plugin_argv('check_aoe_target')
         url = f'iscsi://{portal}:3260'

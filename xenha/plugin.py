@@ -58,7 +58,8 @@ class ArgumentParser(argparse.ArgumentParser):
     """A usage error is UNKNOWN (exit 3) with a status line, not argparse's exit 2."""
 
     def __init__(self, check_name: str, doc: str, **kw):
-        super().__init__(description=doc.split('\n\n')[0], epilog=None,
+        first, _, rest = doc.strip().partition('\n\n')
+        super().__init__(description=first, epilog=rest or None,
                          formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
         self.check_name = check_name
 
