@@ -55,8 +55,10 @@ def test_happy_path_iscsi_and_aoe(slab):
     assert steps.index('fence') < steps.index('storage') < steps.index('create')
     assert steps[-1] == 'end'
     fence = [m for s, m in journal(slab, r.job) if s == 'fence']
+    # dom0-1 lost its power (its BMC says off): the status confirms the fence
     assert fence == [fence[0]] and fence[0].startswith(
-        'agent fence_ipmilan: confirmed: fence_ipmilan: powered off, status confirms off')
+        'agent fence_ipmilan: confirmed: fence_ipmilan: status says off (already '
+        'powered off): fenced')
 
 
 def test_dry_run_changes_nothing(clab):
@@ -102,6 +104,17 @@ def test_second_event_after_success_is_deduped(clab):
 
 
 # --- refusals -------------------------------------------------------------------
+def test_hung_dom0_is_powered_off_by_its_bmc(clab):
+    dom0.hang(clab, 'dom0-1')         # no SSH answer, but its BMC says on
+    r = engine(clab).failover('dom0-1')
+    assert r.result == 'ok', r.message
+    fence = [m for s, m in journal(clab, r.job) if s == 'fence']
+    assert fence[0].startswith('agent fence_ipmilan: confirmed: fence_ipmilan: powered '
+                               'off, status confirms off')
+    assert not dom0.powered(clab, 'dom0-1')
+    assert placement(clab)['db1'] == ['dom0-3']
+
+
 def test_wrong_bmc_password_starts_nothing(clab):
     with open(clab.info['bmc']['dom0-1']['password_file'], 'w') as fh:
         fh.write('Zq9-not-the-secret\n')
