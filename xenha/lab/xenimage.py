@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RECIPE = 5               # bump when the build below changes
+RECIPE = 6               # bump when the build below changes
 SUITE = 'bookworm'
 MIRROR = 'http://deb.debian.org/debian'
 SECURITY = 'http://deb.debian.org/debian-security'
@@ -114,6 +114,10 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc; mount -t sysfs sys /sys
 mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp; mount -o remount,rw /
+# devtmpfs has no /dev/fd, /dev/stdin …; Xen's locking.sh stats /dev/stdin
+# and spins forever without it (the block hotplug script times out)
+ln -sf /proc/self/fd /dev/fd; for i in 0:stdin 1:stdout 2:stderr; do
+    ln -sf /proc/self/fd/${i%%:*} /dev/${i#*:}; done
 mkdir -p /run/sshd /run/xen /var/log/xen/console /run/lock
 echo "xenha-init: mounting done"
 i=0; while [ ! -b /dev/vdb ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
@@ -158,7 +162,8 @@ bound|renew)
     ip addr flush dev "$interface"
     ip addr add "$ip/${mask:-24}" dev "$interface"
     [ -n "$router" ] && ip route replace default via ${router%% *} dev "$interface"
-    echo "${router%% *}" > /run/xenha-gateway;;
+    # restrict=on: slirp offers no router; its DHCP server is the host side
+    echo "${serverid:-${router%% *}}" > /run/xenha-gateway;;
 esac
 '''
 

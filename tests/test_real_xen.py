@@ -1,0 +1,150 @@
+"""The suite against real Xen 4.17: dom0s are QEMU/TCG machines (xenha.lab.qemu).
+
+Runs when XENHA_REAL_XEN=1 (the image is built if missing, about 2 minutes),
+or when the image is already cached and the machine has the memory for two
+dom0s.  One module-wide cluster: dom0-1 (active) runs web1 (disk on iSCSI)
+and mail1 (disk on AoE), dom0-2 is the spare; each guest counts its boots on
+its own disk.  Each step's duration is printed (pytest -s) and kept in
+lab.info['timings'].
+"""
+
+import os
+import shutil
+import time
+
+import pytest
+
+from conftest import run, ssh_args
+
+
+def _resources() -> str | None:
+    if not shutil.which('qemu-system-x86_64'):
+        return 'qemu-system-x86_64 is not installed'
+    with open('/proc/meminfo') as fh:
+        avail = {ln.split(':')[0]: int(ln.split()[1]) for ln in fh}['MemAvailable']
+    if avail < 6 * 1024 * 1024:
+        return f'{avail // 1024} MiB available, two real-Xen dom0s want 6 GiB'
+    return None
+
+
+def _skip_reason() -> str | None:
+    from xenha.lab import xenimage
+    if os.environ.get('XENHA_REAL_XEN') == '1':
+        return _resources()
+    if xenimage.cached() is None:
+        return 'no real-Xen image cached (xenha lab image) and XENHA_REAL_XEN unset'
+    return _resources()
+
+
+pytestmark = [pytest.mark.skipif(_skip_reason() is not None,
+                                 reason=_skip_reason() or ''), pytest.mark.slow]
+
+
+def say(text):
+    print(f'[real-xen {time.strftime("%H:%M:%S")}] {text}', flush=True)
+
+
+@pytest.fixture(scope='module')
+def real():
+    from xenha.lab import qemu, xenimage
+    t = time.monotonic()
+    xenimage.build(say=say)
+    say(f'image ready after {time.monotonic() - t:.0f}s')
+    lab = qemu.cluster_up(say=say)
+    try:
+        yield lab
+    finally:
+        say(f'timings: {lab.info.get("timings")}')
+        assert lab.down() == []
+
+
+def xl(lab, host, *argv, timeout=120):
+    from xenha.lab import dom0
+    from xenha.runner import SSHRunner
+    h = lab.info['hosts'][host]
+    with SSHRunner(h['address'], dom0.ssh_options(lab), timeout=timeout) as r:
+        return r.run(['xl', *argv], timeout)
+
+
+def disk_file(lab, guest):
+    d = lab.info['disks'][guest]
+    st = lab.info['storage']
+    if d['kind'] == 'iscsi':
+        return next(t['luns']['1'] for t in st['targets'] if t['name'] == d['iqn'])
+    return next(e['path'] for e in st['aoe']['exports'].values()
+                if (e['shelf'], e['slot']) == (d['shelf'], d['slot']))
+
+
+def wait_count(lab, guest, want, timeout=90):
+    from xenha.lab import qemu
+    deadline = time.monotonic() + timeout
+    while (n := qemu.boot_count(disk_file(lab, guest))) < want:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    return n
+
+
+def test_guests_boot_from_the_shared_disks(real):
+    assert wait_count(real, 'web1', 1) == 1
+    assert wait_count(real, 'mail1', 1) == 1
+
+
+def test_checks_ok_paused_destroyed(real):
+    a = real.info['hosts']['dom0-1']['address']
+    r = run('check_xen_host', *ssh_args(real, 'dom0-1'), '-t', '30')
+    assert r.rc == 0, r
+    assert r.status.startswith(f'XEN_HOST OK - {a}: 2 domUs ('), r
+    r = run('check_xen_domu', *ssh_args(real, 'dom0-1'), '--domain', 'web1', '-t', '30')
+    assert r.rc == 0 and r.status in (f'XEN_DOMU OK - web1 is blocked on {a}',
+                                      f'XEN_DOMU OK - web1 is running on {a}'), r
+
+    assert xl(real, 'dom0-1', 'pause', 'web1').exit == 0
+    r = run('check_xen_host', *ssh_args(real, 'dom0-1'), '-t', '30')
+    assert (r.rc, r.status) == (1, f'XEN_HOST WARNING - {a}: paused: web1'), r
+    r = run('check_xen_domu', *ssh_args(real, 'dom0-1'), '--domain', 'web1', '-t', '30')
+    assert (r.rc, r.status) == (1, f'XEN_DOMU WARNING - web1 is paused on {a}'), r
+    assert xl(real, 'dom0-1', 'unpause', 'web1').exit == 0
+
+    # mail1 destroyed: CRITICAL; created again: its disk counts a second boot
+    assert xl(real, 'dom0-1', 'destroy', 'mail1').exit == 0
+    r = run('check_xen_domu', *ssh_args(real, 'dom0-1'), '--domain', 'mail1', '-t', '30')
+    assert (r.rc, r.first) == (
+        2, f'XEN_DOMU CRITICAL - mail1 is not running on {a} | hosts=0;;;0'), r
+    t = time.monotonic()
+    r = xl(real, 'dom0-1', 'create', str(real.dir / 'xen' / 'mail1.cfg'))
+    assert r.exit == 0, r
+    say(f'xl create mail1: {time.monotonic() - t:.1f}s')
+    assert wait_count(real, 'mail1', 2) == 2
+
+
+def test_failover_after_power_loss(real):
+    """dom0-1 loses power; the engine fences it through its BMC (fence_ipmilan),
+    logs dom0-2 in with the real open-iscsi and aoe, creates both guests there,
+    and each guest's boot counter goes on from the same disk."""
+    from conftest import engine
+    from xenha.lab import qemu
+    before = {g: qemu.boot_count(disk_file(real, g)) for g in ('web1', 'mail1')}
+    # the check records where the guests run (the engine's "last seen")
+    assert run('check_xen_host', *ssh_args(real, 'dom0-1'), '-t', '30').rc == 0
+    t = time.monotonic()
+    qemu.power(real, 'dom0-1', on=False)
+    say(f'dom0-1 powered off in {time.monotonic() - t:.1f}s')
+    t = time.monotonic()
+    e = engine(real, create_timeout=120)
+    try:
+        report = e.failover('dom0-1', why='test: power loss')
+    finally:
+        e.close()
+        e.db.close()
+    total = time.monotonic() - t
+    steps = {k: round(v, 1) for k, v in report.steps}
+    real.info.setdefault('timings', {})['failover'] = steps
+    say(f'failover {report.result} in {total:.1f}s: {steps}')
+    assert report.result == 'ok', (report.message, report.failed)
+    assert report.moved == {'web1': 'dom0-2', 'mail1': 'dom0-2'}
+    assert not qemu.powered(real, 'dom0-1')     # the BMC kept it off
+    listing = xl(real, 'dom0-2', 'list').out
+    assert 'web1' in listing and 'mail1' in listing
+    for g in ('web1', 'mail1'):
+        assert wait_count(real, g, before[g] + 1) == before[g] + 1
