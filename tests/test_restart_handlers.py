@@ -98,10 +98,10 @@ def test_dom0_handler_returns_at_once_and_the_job_fails_over(clab):
     assert r.rc == 0 and r.seconds < 1.0, r
     assert r.first.startswith('xenha: dom0-1 is DOWN (HARD): job started (pid ')
     deadline = time.monotonic() + 60
-    while placement(clab).get('web1') != ['dom0-3']:
+    while not ('end' in [s for s, _ in journal(clab)] and placement(clab).get('web1')):
         assert time.monotonic() < deadline, journal(clab)
         time.sleep(0.2)
-    assert placement(clab)['db1'] == ['dom0-3']
+    assert placement(clab)['db1'] == ['dom0-3'] and placement(clab)['web1'] == ['dom0-3']
     assert ('event', 'Nagios: dom0-1 is DOWN (HARD)') in journal(clab)
 
 
