@@ -78,4 +78,4 @@ def test_readme_command_reference_is_current():
     text = (ROOT / 'README.md').read_text().splitlines()
     assert text[3:5] == ['make demo     # the lab cluster and the whole failover story on it '
                          '(about a minute)',
-                         'make test     # the test suite (installs what it needs; about 15 minutes)']
+                         'make test     # the test suite (installs what it needs; about 7 minutes)']

@@ -96,8 +96,9 @@ def _build(lab, hosts, guests, host_memory_mb, storage, bmc, start_guests, fenci
             bmc_lab.up(lab, name)
         say(f'{len(hosts)} BMCs up (ipmi_sim) in {time.monotonic() - t:.1f}s')
     lab.info['disks'] = disks
-    write_configs(lab, guests, disks)
+    lab.info['inventory_defaults'] = dict(defaults, fencing=fencing)
     write_inventory(lab, fencing=fencing, **defaults)
+    write_configs(lab)
     lab.save()
     if start_guests:
         t = time.monotonic()
@@ -115,16 +116,10 @@ def device_of(disk: dict) -> str:
     return f"/dev/disk/by-path/ip-{disk['portal']}-iscsi-{disk['iqn']}-lun-{disk['lun']}"
 
 
-def write_configs(lab: Lab, guests, disks) -> None:
-    xdir = lab.dir / 'xen'
-    xdir.mkdir(exist_ok=True)
-    for g in guests:
-        disk = disks.get(g.name)
-        lines = [f'name = "{g.name}"', f'memory = {g.memory_mb}', 'vcpus = 1',
-                 'kernel = "/boot/vmlinuz-guest"', 'on_crash = "destroy"']
-        if disk:
-            lines.append(f"disk = [ 'phy:{device_of(disk)},xvda,w' ]")
-        (xdir / f'{g.name}.cfg').write_text('\n'.join(lines) + '\n')
+def write_configs(lab: Lab) -> None:
+    """The domUs' config files, rendered from the inventory as a site would."""
+    from xenha import render
+    render.write_tree(render.render(cluster(lab), 'xen'), lab.dir / 'xen')
 
 
 def _q(value) -> str:
@@ -172,6 +167,7 @@ def write_inventory(lab: Lab, fencing: str | None = None, **defaults) -> Path:
         out += ['', f'[domu.{g["name"]}]',
                 f'config = {_q(str(lab.dir / "xen" / (g["name"] + ".cfg")))}',
                 f'memory = "{g["memory_mb"]}M"', 'vcpus = 1', f'home = {_q(g["home"])}',
+                'kernel = "/boot/vmlinuz-guest"',
                 f'priority = {g["priority"]}', f'ha = {_q(g["ha"])}']
         if g['name'] in lab.info['disks']:
             out.append(f'targets = ["{g["name"]}-disk"]')
