@@ -118,6 +118,30 @@ def test_checks_ok_paused_destroyed(real):
     assert wait_count(real, 'mail1', 2) == 2
 
 
+def storage_args(lab, host):
+    from xenha.lab import dom0
+    opts = dom0.ssh_options(lab)
+    args = ['-H', lab.info['hosts'][host]['address'], '-i', opts.identity,
+            '--known-hosts', opts.known_hosts, '-t', '30']
+    return args + (['--ssh-port', opts.port] if opts.port != 22 else [])
+
+
+def test_storage_initiator_checks_on_real_open_iscsi_and_aoe(real):
+    iqn = real.info['disks']['web1']['iqn']
+    r = run('check_iscsi_target', '--initiator', *storage_args(real, 'dom0-1'),
+            '--target', iqn)
+    assert r.rc == 0 and r.status.startswith('ISCSI'), r
+    # the spare has no session yet
+    r = run('check_iscsi_target', '--initiator', *storage_args(real, 'dom0-2'),
+            '--target', iqn)
+    assert r.rc == 2, r
+    a = storage_args(real, 'dom0-1')
+    if '--ssh-port' in a:
+        a[a.index('--ssh-port')] = '-p'
+    r = run('check_aoe_target', *a, '--shelf', 1, '--slot', 1)
+    assert r.rc == 0 and r.status.startswith('AOE'), r
+
+
 def test_failover_after_power_loss(real):
     """dom0-1 loses power; the engine fences it through its BMC (fence_ipmilan),
     logs dom0-2 in with the real open-iscsi and aoe, creates both guests there,
@@ -141,6 +165,11 @@ def test_failover_after_power_loss(real):
     steps = {k: round(v, 1) for k, v in report.steps}
     real.info.setdefault('timings', {})['failover'] = steps
     say(f'failover {report.result} in {total:.1f}s: {steps}')
+    from xenha.state import StateDB
+    with StateDB(real.dir / 'state.db') as db:
+        rows = db.journal_rows(job=report.job)
+    for row in rows:       # the journal, with seconds since the job began
+        say(f"  +{row['at'] - rows[0]['at']:5.1f}s {row['step']}: {row['message']}")
     assert report.result == 'ok', (report.message, report.failed)
     assert report.moved == {'web1': 'dom0-2', 'mail1': 'dom0-2'}
     assert not qemu.powered(real, 'dom0-1')     # the BMC kept it off
@@ -148,3 +177,24 @@ def test_failover_after_power_loss(real):
     assert 'web1' in listing and 'mail1' in listing
     for g in ('web1', 'mail1'):
         assert wait_count(real, g, before[g] + 1) == before[g] + 1
+
+
+def test_bmc_powers_the_machine_back_on(real):
+    """fence_ipmilan action=on: ipmi_sim's chassis control cold-boots QEMU."""
+    import subprocess
+    from xenha.lab import qemu
+    b = real.info['bmc']['dom0-1']
+    params = dict(b['params'])
+    password = open(b['password_file']).read().strip()
+    stdin = ''.join(f'{k}={v}\n' for k, v in params.items())
+    stdin += f'password={password}\naction=on\n'
+    t = time.monotonic()
+    r = subprocess.run(['fence_ipmilan'], input=stdin, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert qemu.powered(real, 'dom0-1')
+    waited = qemu.wait_ssh(real, 'dom0-1')
+    say(f'BMC power on -> SSH + xl info: {time.monotonic() - t:.1f}s '
+        f'(boot {waited:.1f}s)')
+    listing = xl(real, 'dom0-1', 'list').out
+    assert 'web1' not in listing and 'mail1' not in listing   # a cold boot
