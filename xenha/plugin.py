@@ -12,7 +12,6 @@ import argparse
 import re
 import shlex
 
-from xenha import runner as _runner
 
 _SIZE_RE = re.compile(r'^(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?$', re.I)
 _UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4, 'P': 1024 ** 5}
@@ -104,8 +103,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, timeout: int = 10) -> 
                         help='more detail (-v, -vv, -vvv)')
 
 
-def ssh_options(args) -> _runner.SSHOptions:
-    return _runner.SSHOptions(user=args.logname, port=args.port, identity=args.identity,
+def ssh_options(args):
+    from xenha.runner import SSHOptions   # lazy: the cached path never runs anything
+    return SSHOptions(user=args.logname, port=args.port, identity=args.identity,
                               known_hosts=args.known_hosts,
                               accept_new_host_key=args.ssh_accept_new_host_key,
                               sudo=getattr(args, 'sudo', False))
@@ -113,6 +113,7 @@ def ssh_options(args) -> _runner.SSHOptions:
 
 def make_runner(args):
     """The runner for -H (SSH) or local mode, with timeouts below -t."""
+    from xenha import runner as _runner
     return _runner.make_runner(args.hostname, ssh_options(args), args.timeout)
 
 

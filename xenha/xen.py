@@ -17,7 +17,6 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from xenha.runner import CommandNotFound, Result
 
 MiB = 1024 * 1024
 
@@ -163,7 +162,7 @@ def parse_info(text: str) -> HostInfo:
                     fields=fields)
 
 
-def failure_reason(result: Result) -> str:
+def failure_reason(result) -> str:
     """The line that says why a verb failed (xl first prints "Parsing config from")."""
     for line in (result.err + '\n' + result.out).splitlines():
         line = line.strip()
@@ -191,8 +190,9 @@ class Toolstack:
     def _argv(self, dialect: str, verb: Sequence[str]) -> list[str]:
         return [*(self.prefix or [dialect]), *verb]
 
-    def run(self, *verb: str) -> Result:
+    def run(self, *verb: str):
         """Run a verb; with `auto`, prefer xl and fall back to xm (as Pacemaker does)."""
+        from xenha.runner import CommandNotFound
         if self.dialect != 'auto' or self.prefix:
             return self.runner.run(self._argv(self.dialect, verb), self.timeout)
         try:
@@ -208,7 +208,7 @@ class Toolstack:
         self.dialect = 'xl'
         return result
 
-    def _checked(self, *verb: str) -> Result:
+    def _checked(self, *verb: str):
         result = self.run(*verb)
         if result.exit != 0:
             raise ToolstackError(f'{" ".join(self._argv(self.dialect, verb[:1]))} '
@@ -221,11 +221,11 @@ class Toolstack:
     def info(self) -> HostInfo:
         return parse_info(self._checked('info').out)
 
-    def create(self, config: str) -> Result:
+    def create(self, config: str):
         return self.run('create', config)
 
-    def shutdown(self, name: str, wait: bool = False) -> Result:
+    def shutdown(self, name: str, wait: bool = False):
         return self.run('shutdown', *(['-w'] if wait else []), name)
 
-    def destroy(self, name: str) -> Result:
+    def destroy(self, name: str):
         return self.run('destroy', name)
