@@ -23,8 +23,6 @@ died while its dom0 is healthy.
 
 from __future__ import annotations
 
-import os
-import shlex
 import threading
 import time
 import uuid

@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 import uuid
 
-from xenha.failover import Engine, Report, _present
+from xenha.failover import Engine, Report
 
 REMAINS = ('crashed', 'dying', 'shutdown')
 
 
 def restart(engine: Engine, name: str, why: str = '') -> Report:
-    c, d = engine.cluster, engine.cluster.defaults
+    c = engine.cluster
     engine.job = f'{time.strftime("%Y%m%dT%H%M%S")}-restart-{name}-{uuid.uuid4().hex[:6]}'
     report = Report(engine.job, name)
     lease = engine.db.take_lease(f'domu-{name}', engine.job)

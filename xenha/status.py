@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 
 def status(cluster, live: bool = False) -> int:
     from xenha.state import StateDB

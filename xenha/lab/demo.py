@@ -35,7 +35,7 @@ def _check(say, argv, label=None) -> None:
 
 
 def run(args) -> int:
-    from xenha.lab import cluster, dom0, nagios, storage
+    from xenha.lab import cluster, dom0, storage
     from xenha.state import StateDB
     say = Narrator()
     print('xenha demo: three dom0s (real sshds, simulated xl toolstack), a storage node '

@@ -11,7 +11,6 @@ wrapper that enters it (AoE never touches the root namespace).
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time

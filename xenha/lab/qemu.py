@@ -66,6 +66,29 @@ def _seed(path: Path, files: dict[str, tuple[bytes, int]]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+def write_seed(lab: Lab, name: str) -> None:
+    """The host's seed drive: keys, identity, and the lab's domU configs at
+    their paths (the image runs with -snapshot: a power cycle forgets
+    everything else, as a site's dom0 would not)."""
+    from xenha.lab import dom0, storage
+    host = lab.info['hosts'][name]
+    hostkey = Path(host['host_key'])
+    env = (f'HOSTNAME={name}\nPORTAL={lab.addr(5)}\n'
+           f'INITIATOR={storage.initiator_name(name)}\nUPLINK_MAC={UPLINK_MAC}\n')
+    files = {
+        'root/.ssh/authorized_keys': (Path(f'{dom0.client_key(lab)}.pub').read_bytes(),
+                                      0o600),
+        'etc/ssh/ssh_host_ed25519_key': (hostkey.read_bytes(), 0o600),
+        'etc/ssh/ssh_host_ed25519_key.pub': (Path(f'{hostkey}.pub').read_bytes(), 0o644),
+        'etc/xenha/seed.env': (env.encode(), 0o644),
+    }
+    for cfg in sorted((lab.dir / 'xen').glob('*.cfg')):
+        files[str(cfg).lstrip('/')] = (cfg.read_bytes(), 0o644)
+    seed = Path(host['dir']) / 'seed.tar'
+    _seed(seed.with_suffix('.tmp'), files)
+    seed.with_suffix('.tmp').replace(seed)    # a running QEMU keeps the old one
+
+
 def tap_name(lab: Lab, name: str) -> str:
     index = list(lab.info['hosts']).index(name)
     return f'{lab.prefix}q{index}'
@@ -74,7 +97,7 @@ def tap_name(lab: Lab, name: str) -> str:
 def add_host(lab: Lab, name: str, *, image: str | os.PathLike | None = None,
              memory_mb: int = MEMORY_MB, dom0_mb: int = DOM0_MB, wait: bool = True) -> dict:
     """Create host `name` as a QEMU machine and boot it (wait for SSH)."""
-    from xenha.lab import dom0, storage, xenimage
+    from xenha.lab import dom0, xenimage
     image = Path(image) if image else xenimage.cached()
     if image is None:
         raise RuntimeError('no real-Xen image cached: run `xenha lab image` first')
@@ -87,15 +110,7 @@ def add_host(lab: Lab, name: str, *, image: str | os.PathLike | None = None,
     (hdir / 'state').mkdir(parents=True, exist_ok=True)
     hostkey = hdir / 'ssh_host_ed25519_key'
     pub = dom0._keygen(hostkey)
-    client_pub = Path(f'{dom0.client_key(lab)}.pub').read_bytes()
-    env = (f'HOSTNAME={name}\nPORTAL={lab.addr(5)}\n'
-           f'INITIATOR={storage.initiator_name(name)}\nUPLINK_MAC={UPLINK_MAC}\n').encode()
-    _seed(hdir / 'seed.tar', {
-        'root/.ssh/authorized_keys': (client_pub, 0o600),
-        'etc/ssh/ssh_host_ed25519_key': (hostkey.read_bytes(), 0o600),
-        'etc/ssh/ssh_host_ed25519_key.pub': (f'{pub}\n'.encode(), 0o644),
-        'etc/xenha/seed.env': (env, 0o644),
-    })
+    dom0.client_key(lab)                      # the lab's ssh/ dir and key pair
     with open(dom0.known_hosts(lab), 'a') as fh:
         keytype, keydata = pub.split()[:2]
         fh.write(f'{dom0.known_hosts_name(address, port)} {keytype} {keydata}\n')
@@ -104,6 +119,7 @@ def add_host(lab: Lab, name: str, *, image: str | os.PathLike | None = None,
                    'host_key': str(hostkey), 'kind': 'qemu', 'image': str(image),
                    'memory_mb': memory_mb, 'dom0_mb': dom0_mb}
     lab.save()
+    write_seed(lab, name)
     start(lab, name, wait=wait)
     return hosts[name]
 
@@ -246,9 +262,11 @@ def boot_count(path: str) -> int:
 
 
 def push_configs(lab: Lab, name: str) -> None:
-    """Copy the lab's domU configs into the dom0 at the same paths."""
+    """Copy the lab's domU configs into the dom0 at the same paths (now, and
+    on its seed drive for the next boot)."""
     from xenha.lab import dom0
     from xenha.runner import SSHRunner
+    write_seed(lab, name)
     host = lab.info['hosts'][name]
     runner = SSHRunner(host['address'], dom0.ssh_options(lab), timeout=30)
     try:
@@ -267,8 +285,8 @@ GUEST_BOOT = ('kernel = "/boot/vmlinuz-guest"', 'ramdisk = "/boot/initrd-guest.g
 
 
 def real_guest_configs(lab: Lab) -> None:
-    """cluster.write_configs names only a kernel; the image's test guest
-    also needs its initramfs (it counts boots on xvda)."""
+    """The lab inventory names only a kernel; the image's test guest also
+    needs its initramfs (it counts boots on xvda) and its console."""
     for cfg in (lab.dir / 'xen').glob('*.cfg'):
         lines = [ln for ln in cfg.read_text().splitlines()
                  if not ln.startswith(('kernel', 'ramdisk', 'extra'))]
@@ -319,11 +337,12 @@ def cluster_up(directory=None, *, hosts=(('dom0-1', 'active'), ('dom0-2', 'spare
         lab.info['disks'] = disks
         for name, _role in hosts:
             bmc_up(lab, name)
-        cluster.write_configs(lab, guests, disks)
+        lab.info['inventory_defaults'] = dict(defaults)
+        cluster.write_inventory(lab, **defaults)
+        cluster.write_configs(lab)              # rendered from the inventory
         real_guest_configs(lab)
         for name, _role in hosts:
             push_configs(lab, name)
-        cluster.write_inventory(lab, **defaults)
         lab.save()
         timings['storage_bmc_configs'] = round(time.monotonic() - t, 1)
         say(f'storage, BMCs, configs in {timings["storage_bmc_configs"]}s')

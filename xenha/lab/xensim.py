@@ -322,10 +322,10 @@ def _create(state_dir, dialect: str, args: list[str]) -> int:
                             f'libxl: error: libxl_create.c:1356:initiate_domain_create: '
                             f'Domain {state["next_id"]}:Unable to set disk defaults for disk 0')
         if mem > free_mb(state):
-            return _err(f'xc: error: panic: xc_dom_boot.c:120:xc_dom_boot_mem_init: '
-                        f"can't allocate low memory for domain: Out of memory\n"
-                        f'libxl: error: libxl_create.c:1356:initiate_domain_create: '
-                        f'cannot (re-)build domain: -3')
+            return _err('xc: error: panic: xc_dom_boot.c:120:xc_dom_boot_mem_init: '
+                        "can't allocate low memory for domain: Out of memory\n"
+                        'libxl: error: libxl_create.c:1356:initiate_domain_create: '
+                        'cannot (re-)build domain: -3')
         domid = _add(state, name, mem, vcpus, 'blocked', path, _phy_disks(cfg))
     if delay:
         time.sleep(delay)
