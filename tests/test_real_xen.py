@@ -50,7 +50,8 @@ def real():
     t = time.monotonic()
     xenimage.build(say=say)
     say(f'image ready after {time.monotonic() - t:.0f}s')
-    lab = qemu.cluster_up(say=say)
+    # allow_active_as_target: the last test moves the guests back to dom0-1
+    lab = qemu.cluster_up(say=say, allow_active_as_target=True)
     try:
         yield lab
     finally:
@@ -198,3 +199,29 @@ def test_bmc_powers_the_machine_back_on(real):
         f'(boot {waited:.1f}s)')
     listing = xl(real, 'dom0-1', 'list').out
     assert 'web1' not in listing and 'mail1' not in listing   # a cold boot
+
+
+def test_hung_dom0_is_powered_off_by_its_bmc_and_guests_move_back(real):
+    """dom0-2 (now running both guests) hangs: SSH accepts but never answers.
+    The engine must really power it off through the BMC before it starts
+    the guests again on dom0-1 (cold-booted by the previous test)."""
+    import signal
+    from conftest import engine
+    from xenha.lab import qemu
+    before = {g: qemu.boot_count(disk_file(real, g)) for g in ('web1', 'mail1')}
+    real.signal('qemu-dom0-2', signal.SIGSTOP)
+    t = time.monotonic()
+    e = engine(real, create_timeout=120)
+    try:
+        report = e.failover('dom0-2', why='test: hung dom0')
+    finally:
+        e.close()
+        e.db.close()
+    steps = {k: round(v, 1) for k, v in report.steps}
+    real.info.setdefault('timings', {})['failover_hung'] = steps
+    say(f'failover of a hung dom0 {report.result} in {time.monotonic() - t:.1f}s: {steps}')
+    assert report.result == 'ok', (report.message, report.failed)
+    assert report.moved == {'web1': 'dom0-1', 'mail1': 'dom0-1'}
+    assert not qemu.powered(real, 'dom0-2')      # fenced for real: QEMU is gone
+    for g in ('web1', 'mail1'):
+        assert wait_count(real, g, before[g] + 1) == before[g] + 1
