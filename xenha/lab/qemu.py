@@ -149,7 +149,7 @@ def argv(lab: Lab, name: str) -> list[str]:
         '-initrd', f'{image / "vmlinuz"} console=hvc0 earlyprintk=xen root=/dev/vda,'
                    f'{image / "initrd.gz"}',
         '-append', f'console=com1 com1=115200,8n1 dom0_mem={mem}M,max:{mem}M '
-                   'dom0_max_vcpus=2 noreboot',
+                   'dom0_max_vcpus=2 noreboot bootscrub=false',
     ]
 
 
