@@ -9,7 +9,6 @@ lab.info['timings'].
 """
 
 import os
-import shutil
 import time
 
 import pytest
@@ -17,23 +16,9 @@ import pytest
 from conftest import run, ssh_args
 
 
-def _resources() -> str | None:
-    if not shutil.which('qemu-system-x86_64'):
-        return 'qemu-system-x86_64 is not installed'
-    with open('/proc/meminfo') as fh:
-        avail = {ln.split(':')[0]: int(ln.split()[1]) for ln in fh}['MemAvailable']
-    if avail < 6 * 1024 * 1024:
-        return f'{avail // 1024} MiB available, two real-Xen dom0s want 6 GiB'
-    return None
-
-
 def _skip_reason() -> str | None:
-    from xenha.lab import xenimage
-    if os.environ.get('XENHA_REAL_XEN') == '1':
-        return _resources()
-    if xenimage.cached() is None:
-        return 'no real-Xen image cached (xenha lab image) and XENHA_REAL_XEN unset'
-    return _resources()
+    from xenha.lab import qemu
+    return qemu.cannot_run(2, build=os.environ.get('XENHA_REAL_XEN') == '1')
 
 
 pytestmark = [pytest.mark.skipif(_skip_reason() is not None,

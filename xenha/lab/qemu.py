@@ -40,7 +40,25 @@ QEMU = 'qemu-system-x86_64'
 MEMORY_MB = 2048        # the machine; QEMU peaks near 2.5 GB RSS with it
 DOM0_MB = 512
 UPLINK_MAC = '52:54:00:12:34:56'   # the same on every host: slirp is per QEMU
+RSS_MB = 1024           # what one QEMU holds (bootscrub=false: ~750 MB after boot)
 BOOT_TIMEOUT = 240      # seconds from QEMU start to an SSH login (TCG on a busy host)
+
+
+def cannot_run(hosts: int = 2, build: bool = False) -> str | None:
+    """Why this machine cannot run `hosts` real-Xen dom0s now (None: it can).
+    `build`: a missing image is fine (it will be built)."""
+    import shutil
+    from xenha.lab import xenimage
+    if not shutil.which(QEMU):
+        return f'{QEMU} is not installed (apt-get install qemu-system-x86)'
+    if not build and xenimage.cached() is None:
+        return 'no real-Xen image cached (xenha lab image)'
+    with open('/proc/meminfo') as fh:
+        avail = {ln.split(':')[0]: int(ln.split()[1]) for ln in fh}['MemAvailable'] // 1024
+    want = hosts * (RSS_MB + 512)
+    if avail < want:
+        return f'{avail} MiB of memory available, {hosts} real-Xen dom0s want {want}'
+    return None
 
 
 # -- guest forward helper (runs on the host, stdin/stdout = the guest's TCP stream)
