@@ -50,13 +50,7 @@ STEPS = [s for s in REAL if s != 'info']
 # Differences found by the golden file that xensim.py (the lead's file) does not
 # fix yet; the exact patch is in the issue-6 report.  Non-strict xfail: once
 # xensim is fixed these pass (XPASS) and this set can go.
-PENDING_SIM_FIX = {
-    ('exit', 'create_duplicate'), ('exit', 'create_missing_disk'),
-    ('exit', 'create_no_memory'), ('exit', 'create_no_config'),
-    ('stderr', 'create_duplicate'), ('stderr', 'create_missing_disk'),
-    ('stderr', 'create_no_memory'), ('stderr', 'create_no_config'),
-    ('stderr', 'destroy_dom0'), ('list', 'list_paused'), ('info', 'info'),
-}
+PENDING_SIM_FIX: set = set()   # every difference found so far is fixed in xensim
 
 
 def pending(kind, steps):

@@ -22,7 +22,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-FLAGS = {'running': 'r-----', 'blocked': '-b----', 'paused': '--p---',
+# a paused PV guest shows b and p together on real Xen 4.17 (golden files)
+FLAGS = {'running': 'r-----', 'blocked': '-b----', 'paused': '-bp---',
          'shutdown': '---s--', 'crashed': '----c-', 'dying': '-----d'}
 FAULTS = ('fail', 'hang', 'garbage')
 XEN_VERSION = (4, 17, '.7')
@@ -216,7 +217,7 @@ def format_info(state: dict, dialect: str) -> str:
         fields = [f for f in fields if f[0] not in ('outstanding_claims', 'free_cpus',
                                                     'sharing_freed_memory',
                                                     'sharing_used_memory', 'build_id')]
-        fields.append(('xend_config_format', 4))
+    fields.append(('xend_config_format', 4))     # real xl 4.17 prints it too
     return ''.join(f'{k:<23}: {v}\n' for k, v in fields)
 
 
@@ -289,43 +290,76 @@ def _hang(state_dir) -> None:
             return
 
 
+# What a failed `xl create` prints after its own error (Xen 4.17.7, golden files)
+_DESTROY_TRIO = (
+    'libxl: error: libxl_domain.c:1183:libxl__destroy_domid: Domain {id}:Non-existant domain\n'
+    'libxl: error: libxl_domain.c:1137:domain_destroy_callback: Domain {id}:Unable to '
+    'destroy guest\n'
+    'libxl: error: libxl_domain.c:1064:domain_destroy_cb: Domain {id}:Destruction of '
+    'domain failed')
+
+
+def _create_error(dialect: str, domid: int, xl_text: str, xm_text: str) -> int:
+    """xl: its error, then the clean-up trio, exit 3; xm: one line, exit 1."""
+    if dialect == 'xl':
+        return _err(xl_text.format(id=domid) + '\n' + _DESTROY_TRIO.format(id=domid), 3)
+    return _err(f'Error: {xm_text}')
+
+
 def _create(state_dir, dialect: str, args: list[str]) -> int:
     paths = [a for a in args if not a.startswith('-')]
     if not paths:
         return _err('Usage: xl create <ConfigFile> [options] [vars]', 2)
     path = paths[0]
-    if dialect == 'xl':
-        sys.stderr.write(f'Parsing config from {path}\n')
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        return _err(f'Failed to read config file: {path}: {exc.strerror}')
+        if dialect == 'xl':
+            return _err(f'Failed to read config file: {path}: {exc.strerror}', 3)
+        return _err(f'Error: Cannot open config file "{path}"')
+    if dialect == 'xl':
+        sys.stderr.write(f'Parsing config from {path}\n')
     try:
         cfg = parse_config(text)
     except ValueError as exc:
-        return _err(f'{path}:{exc}')
+        return _err(f'{path}:{exc}', 3 if dialect == 'xl' else 1)
     name, mem, vcpus = cfg.get('name'), int(cfg.get('memory', 128)), int(cfg.get('vcpus', 1))
     if not name:
-        return _err('Domain name must be specified.')
+        return _err('Domain name must be specified.', 3 if dialect == 'xl' else 1)
     with _locked(state_dir, write=True) as state:
         delay = state.get('create_delay', 0.0)
+        domid = state['next_id']
+        state['next_id'] += 1        # a failed create uses up its domain id too
         if _find(state, name) is not None:
-            return _err(f'libxl: error: libxl_create.c:690:libxl__domain_make: '
-                        f'Domain {name}:domain with name "{name}" already exists.\n'
-                        f'libxl: error: libxl_create.c:1356:initiate_domain_create: '
-                        f'cannot make domain: -6')
+            return _create_error(
+                dialect, domid,
+                'libxl: error: libxl_domain.c:81:libxl__domain_rename: Domain {id}:Domain '
+                f'with name "{name}" already exists.\n'
+                'libxl: error: libxl_create.c:1296:initiate_domain_create: Domain {id}:'
+                'cannot make domain: -6',
+                f"Domain '{name}' already exists with ID '{_find(state, name)['id']}'")
         attached = devices(state_dir)
         for dev in _phy_disks(cfg):
             if dev not in attached:
-                return _err(f'libxl: error: libxl_device.c:397:libxl__device_disk_set_backend: '
-                            f'Disk vdev=xvda failed to stat: {dev}: No such file or directory\n'
-                            f'libxl: error: libxl_create.c:1356:initiate_domain_create: '
-                            f'Domain {state["next_id"]}:Unable to set disk defaults for disk 0')
+                return _create_error(
+                    dialect, domid,
+                    'libxl: error: libxl_device.c:455:libxl__device_disk_set_backend: '
+                    f'Disk vdev=xvda failed to stat: {dev}: No such file or directory\n'
+                    'libxl: error: libxl_create.c:1318:initiate_domain_create: Domain {id}:'
+                    'Unable to set disk defaults for disk 0',
+                    f'Device xvda (51712, vbd): Disk isn\'t accessible: {dev}')
         if mem > free_mb(state):
-            return _err('xc: error: panic: xc_dom_boot.c:120:xc_dom_boot_mem_init: '
-                        "can't allocate low memory for domain: Out of memory\n"
-                        'libxl: error: libxl_create.c:1356:initiate_domain_create: '
-                        'cannot (re-)build domain: -3')
+            return _create_error(
+                dialect, domid,
+                "xc: error: panic: xg_dom_boot.c:119: xc_dom_boot_mem_init: can't allocate "
+                'low memory for domain: Out of memory\n'
+                'libxl: error: libxl_dom.c:586:libxl__build_dom: xc_dom_boot_mem_init '
+                'failed: Cannot allocate memory\n'
+                'libxl: error: libxl_create.c:1640:domcreate_rebuild_done: Domain {id}:'
+                'cannot (re-)build domain: -3',
+                f'I need {mem * 1024} KiB, but dom0_min_mem is 0 and shrinking to 0 KiB '
+                'would leave only 0 KiB free.')
+        state['next_id'] -= 1
         domid = _add(state, name, mem, vcpus, 'blocked', path, _phy_disks(cfg))
     if delay:
         time.sleep(delay)
@@ -378,9 +412,13 @@ def main(dialect: str, argv: list[str]) -> int:
             return _err(f"'{dialect} {verb}' requires at least one argument.", 2)
         with _locked(state_dir, write=True) as state:
             dom = _find(state, names[0])
-            if dom is None or dom['id'] == 0 and verb != 'pause':
-                if dom is None:
-                    return _invalid_domain(names[0], dialect)
+            if dom is None:
+                return _invalid_domain(names[0], dialect)
+            if dom['id'] == 0 and verb != 'pause':
+                if verb == 'destroy' and dialect == 'xl':
+                    return _err('Not destroying domain 0; use -f to force.\nThis can only '
+                                'be done when using a disaggregated hardware domain and '
+                                'toolstack.\n')
                 return _err(f'cannot {verb} Domain-0')
             if verb == 'destroy':
                 state['domains'].remove(dom)
