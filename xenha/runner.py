@@ -268,7 +268,6 @@ class SSHRunner:
         except Exception as exc:  # noqa: BLE001 - paramiko raises many kinds
             self.close()
             raise HostTimeout(f'{self._where()}: cannot open a session: {exc}') from None
-        chan.settimeout(0.2)
         chan.exec_command(line)
         if input is not None:
             chan.sendall(input.encode())
@@ -292,15 +291,8 @@ class SSHRunner:
                 raise CommandTimeout(
                     f'{line} on {self._where()} did not finish within {timeout:g}s')
             if not progressed:
-                try:
-                    data = chan.recv(65536)
-                    if data:
-                        out += data
-                    elif chan.closed or chan.eof_received:
-                        if chan.exit_status_ready():
-                            continue
-                except socket.timeout:
-                    pass
+                # woken at once by the exit status; output is polled every 5 ms
+                chan.status_event.wait(0.005)
         status = chan.recv_exit_status()
         chan.close()
         if status == -1:   # the channel closed without an exit status
