@@ -3,8 +3,9 @@
 One scenario, run the same way on real Xen (`record`, through SSH to a QEMU
 dom0) and on the simulator (`run_sim`, by the conformance test): list, info,
 create, the create errors a failover meets (duplicate name, missing disk, no
-memory, no config file), pause/unpause, destroy, and the errors for domains
-that do not exist.  Each step keeps argv, exit status, stdout and stderr.
+memory, no config file), pause/unpause, shutdown, create again, destroy, and
+the errors for domains that do not exist.  Each step keeps argv, exit
+status, stdout and stderr.
 
     python -m xenha.lab.xenimage record-golden [--out tests/golden]
 """
@@ -51,6 +52,9 @@ def steps(cfg_dir: str) -> list[tuple[str, list[str]]]:
         ('pause', ['xl', 'pause', 'guest1']),
         ('list_paused', ['xl', 'list', 'guest1']),
         ('unpause', ['xl', 'unpause', 'guest1']),
+        ('shutdown_wait', ['xl', 'shutdown', '-w', 'guest1']),
+        ('list_after_shutdown', ['xl', 'list']),
+        ('create_again', ['xl', 'create', c('guest1')]),
         ('destroy', ['xl', 'destroy', 'guest1']),
         ('list_after_destroy', ['xl', 'list']),
         ('destroy_missing', ['xl', 'destroy', 'guest1']),
@@ -68,6 +72,13 @@ def run_steps(run, cfg_dir: str, settle=lambda name: None) -> list[dict]:
         out.append({'step': name, 'argv': argv, 'exit': r.exit, 'stdout': r.out,
                     'stderr': r.err, 'seconds': round(time.monotonic() - t, 2)})
         settle(name)
+        if name == 'list_after_shutdown':
+            # real xl: after `shutdown -w` the domain lingers (--ps--) until
+            # xl's monitor process destroys it; a create of the same name
+            # fails until then.  Wait for it, as a restart must.
+            deadline = time.monotonic() + 30
+            while run(['xl', 'list', 'guest1']).exit == 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
     return out
 
 
@@ -127,7 +138,7 @@ def record(argv: list[str]) -> int:
             r.run(['tee', f'{CFG_DIR}/{n}.cfg'], 10, input=text)
 
         def settle(step):   # let the guest boot before it is paused / listed
-            if step == 'create':
+            if step in ('create', 'create_again'):
                 time.sleep(5)
         result = run_steps(lambda a: r.run(a, 120), CFG_DIR, settle)
         r.close()

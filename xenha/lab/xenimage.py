@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RECIPE = 6               # bump when the build below changes
+RECIPE = 7               # bump when the build below changes
 SUITE = 'bookworm'
 MIRROR = 'http://deb.debian.org/debian'
 SECURITY = 'http://deb.debian.org/debian-security'
@@ -182,9 +182,12 @@ Subsystem sftp internal-sftp
 XEN_DEFAULT = '''XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"
 '''
 
-# PID 1 of the test domU: count boots on its own disk, then idle.
+# PID 1 of the test domU: count boots on its own disk, then idle.  `xl shutdown`
+# makes the kernel run /sbin/poweroff: power off at once (the disk is unmounted).
 DOMU_INIT = r'''#!/bin/busybox sh
 /bin/busybox --install -s /bin
+mkdir -p /sbin; printf '#!/bin/sh\nsync\nexec /bin/busybox poweroff -f\n' > /sbin/poweroff
+chmod 755 /sbin/poweroff
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $(cat /modules.order); do insmod /lib/modules/$m 2>/dev/null; done
 i=0; while [ ! -b /dev/xvda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
