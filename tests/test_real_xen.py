@@ -190,11 +190,11 @@ def test_hung_dom0_is_powered_off_by_its_bmc_and_guests_move_back(real):
     """dom0-2 (now running both guests) hangs: SSH accepts but never answers.
     The engine must really power it off through the BMC before it starts
     the guests again on dom0-1 (cold-booted by the previous test)."""
-    import signal
     from conftest import engine
     from xenha.lab import qemu
     before = {g: qemu.boot_count(disk_file(real, g)) for g in ('web1', 'mail1')}
-    real.signal('qemu-dom0-2', signal.SIGSTOP)
+    assert sorted(n for n, _ in qemu.domains(real, 'dom0-2')) == ['mail1', 'web1']
+    qemu.hang(real, 'dom0-2')
     t = time.monotonic()
     e = engine(real, create_timeout=120)
     try:
@@ -208,5 +208,7 @@ def test_hung_dom0_is_powered_off_by_its_bmc_and_guests_move_back(real):
     assert report.result == 'ok', (report.message, report.failed)
     assert report.moved == {'web1': 'dom0-1', 'mail1': 'dom0-1'}
     assert not qemu.powered(real, 'dom0-2')      # fenced for real: QEMU is gone
+    assert qemu.domains(real, 'dom0-2') == []
+    assert sorted(n for n, _ in qemu.domains(real, 'dom0-1')) == ['mail1', 'web1']
     for g in ('web1', 'mail1'):
         assert wait_count(real, g, before[g] + 1) == before[g] + 1

@@ -238,6 +238,36 @@ def powered(lab: Lab, name: str) -> bool:
     return lab.alive(f'qemu-{name}')
 
 
+def hang(lab: Lab, name: str) -> None:
+    """The whole machine stops (SSH connects, no banner): SIGSTOP to QEMU."""
+    import signal
+    lab.signal(f'qemu-{name}', signal.SIGSTOP)
+
+
+def resume(lab: Lab, name: str) -> None:
+    import signal
+    lab.signal(f'qemu-{name}', signal.SIGCONT)
+
+
+def domains(lab: Lab, name: str, timeout: float = 30) -> list[tuple[str, str]]:
+    """(name, state) of the guests on a QEMU dom0, from the real `xl list`
+    (what `xenha lab status` shows); [] when it is off or does not answer."""
+    from xenha.lab import dom0
+    from xenha.runner import RunnerError, SSHRunner
+    from xenha.xen import Toolstack, ToolstackError
+    if not powered(lab, name):
+        return []
+    host = lab.info['hosts'][name]
+    runner = SSHRunner(host['address'], dom0.ssh_options(lab), timeout=timeout)
+    try:
+        return [(d.name, d.state.value) for d in Toolstack(runner, 'xl').list()
+                if not d.is_dom0]
+    except (RunnerError, ToolstackError):
+        return []
+    finally:
+        runner.close()
+
+
 # -- BMC power for QEMU hosts --------------------------------------------------
 # bmc.chassis calls dom0.power / dom0.powered; until dom0.py dispatches on
 # host['kind'], the chassis wrapper of a QEMU host patches those two first.
