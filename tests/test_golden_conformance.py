@@ -55,11 +55,7 @@ STEPS = [s for s in REAL if s != 'info']
 # Differences found by the golden file that xensim.py (the lead's file) does not
 # fix yet; the exact patch is in the issue-6 report.  Non-strict xfail: once
 # xensim is fixed these pass (XPASS) and this set can go.
-PENDING_SIM_FIX = {
-    # `xl shutdown -w` prints three lines, and the domain stays listed as
-    # --ps-- until xl's monitor destroys it (recorded 2026-11-26)
-    ('stderr', 'shutdown_wait'), ('list', 'list_after_shutdown'),
-}
+PENDING_SIM_FIX: set = set()   # every difference found so far is fixed in xensim
 
 
 def pending(kind, steps):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 # a paused PV guest shows b and p together on real Xen 4.17 (golden files)
 FLAGS = {'running': 'r-----', 'blocked': '-b----', 'paused': '-bp---',
-         'shutdown': '---s--', 'crashed': '----c-', 'dying': '-----d'}
+         'shutdown': '--ps--', 'crashed': '----c-', 'dying': '-----d'}
 FAULTS = ('fail', 'hang', 'garbage')
 XEN_VERSION = (4, 17, '.7')
 
@@ -423,16 +423,18 @@ def main(dialect: str, argv: list[str]) -> int:
             if verb == 'destroy':
                 state['domains'].remove(dom)
             elif verb == 'shutdown':
+                # it lingers as --ps-- until xl's monitor destroys it (golden files)
                 dom['state'] = 'shutdown'
-                dom['gone_at'] = time.time() + 0.3
+                dom['gone_at'] = time.time() + 0.5
             elif verb == 'pause':
                 dom['state'] = 'paused'
             else:
                 dom['state'] = 'blocked'
-        if verb == 'shutdown' and ('-w' in args or '--wait' in args):
-            time.sleep(0.35)
         if verb == 'shutdown' and dialect == 'xl':
             sys.stderr.write(f'Shutting down domain {dom["id"]}\n')
+            if '-w' in args or '--wait' in args:
+                sys.stderr.write(f'Waiting for 1 domains\nDomain {dom["id"]} has been '
+                                 'shut down, reason code 0\n')
         return 0
     return _err(f'command not implemented: {verb}' if dialect == 'xl'
                 else f"Error: Subcommand {verb} not found!", 2)
