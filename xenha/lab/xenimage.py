@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RECIPE = 7               # bump when the build below changes
+RECIPE = 8               # bump when the build below changes
 SUITE = 'bookworm'
 MIRROR = 'http://deb.debian.org/debian'
 SECURITY = 'http://deb.debian.org/debian-security'
@@ -137,14 +137,16 @@ for nic in /sys/class/net/*; do
 done
 ip link set lab0 up; ip link set san0 up
 modprobe aoe aoe_iflist=san0   # AoE on the SAN NIC only, never on the uplink
-busybox udhcpc -q -n -t 20 -i lab0 -s /etc/xenha/udhcpc.script && echo "xenha-init: network up"
+# quiet: the user-mode network's addresses stay out of the lab's logs
+busybox udhcpc -q -n -t 20 -i lab0 -s /etc/xenha/udhcpc.script >/dev/null 2>&1 &&
+    echo "xenha-init: network up"
 # the lab's iSCSI portal is reachable through QEMU's guestfwd at the slirp
 # network's .4 address; make it answer at the portal's own address, so
 # discovery, node records and by-path names look exactly like on a real site
 if [ -n "$PORTAL" ] && [ -s /run/xenha-gateway ]; then
     fwd=$(sed 's/\.[0-9]*$/.4/' /run/xenha-gateway)
     ip addr add "$PORTAL/32" dev lo
-    socat TCP-LISTEN:3260,bind="$PORTAL",fork,reuseaddr TCP:"$fwd":3260 &
+    socat TCP-LISTEN:3260,bind="$PORTAL",fork,reuseaddr TCP:"$fwd":3260 >/dev/null 2>&1 &
 fi
 /etc/init.d/xen start && echo "xenha-init: xen started"
 /lib/systemd/systemd-udevd --daemon && udevadm trigger && udevadm settle -t 20
