@@ -11,19 +11,14 @@ times a day: it is imported only inside `SSHRunner.connect`.
 
 from __future__ import annotations
 
-import logging
 import os
 import shlex
-import socket
 import subprocess
-import threading
 import time
-from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     exit: int
     out: str
     err: str
@@ -73,8 +68,7 @@ class CommandNotFound(RunnerError):
     """The executable does not exist (locally) or the shell said 127."""
 
 
-@dataclass(frozen=True)
-class SSHOptions:
+class SSHOptions(NamedTuple):
     """How to reach a dom0; parsed once from the command line or the inventory."""
     user: str = 'root'
     port: int = 22
@@ -143,6 +137,7 @@ class SSHRunner:
         self.opts = opts
         self.timeout = timeout
         self._client = None
+        import threading
         self._connecting = threading.Lock()
 
     # -- connection ------------------------------------------------------
@@ -155,6 +150,9 @@ class SSHRunner:
                 self._connect()
 
     def _connect(self) -> None:
+        import logging
+        import socket
+
         import paramiko  # lazy: local mode never pays for it
 
         client = paramiko.SSHClient()

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 DEFAULT_PATH = '/var/lib/xenha/state.db'
@@ -67,8 +67,7 @@ def default_path() -> str:
     return os.environ.get('XENHA_STATE_DB', DEFAULT_PATH)
 
 
-@dataclass(frozen=True)
-class Listing:
+class Listing(NamedTuple):
     host: str
     hostname: str | None
     taken_at: float

@@ -14,8 +14,7 @@ from __future__ import annotations
 import enum
 import re
 import shlex
-from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 
 MiB = 1024 * 1024
@@ -71,8 +70,7 @@ def decode_flags(flags: str, has_id: bool = True) -> State:
     return State.RUNNING if has_id else State.INACTIVE
 
 
-@dataclass(frozen=True)
-class Domain:
+class Domain(NamedTuple):
     name: str
     domid: int | None
     memory: int          # bytes
@@ -86,14 +84,13 @@ class Domain:
         return self.domid == 0 or self.name == 'Domain-0'
 
 
-@dataclass(frozen=True)
-class HostInfo:
+class HostInfo(NamedTuple):
     host: str
     total_memory: int    # bytes
     free_memory: int     # bytes
     nr_cpus: int
     xen_version: str
-    fields: dict = field(default_factory=dict, compare=False)
+    fields: dict | None = None    # every key/value the toolstack printed
 
 
 # A row: name, id, mem, vcpus, flags, time; an inactive xend-managed domain
