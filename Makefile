@@ -9,9 +9,10 @@ PYTEST_ARGS ?=
 
 # Debian packages of the real components the lab and the tests run
 APT_PACKAGES := openssh-server openssh-client tgt libiscsi-bin vblade aoetools \
-	nagios4-core icinga2 openipmi ipmitool fence-agents iproute2 python3-venv
+	nagios4-core icinga2 openipmi ipmitool fence-agents iproute2 python3-venv \
+	qemu-system-x86 busybox-static cpio debootstrap e2fsprogs
 
-.PHONY: all deps venv test demo bench lint clean readme
+.PHONY: all deps venv test demo bench lint clean readme real-xen-image golden test-real-xen
 
 all: test
 
@@ -41,6 +42,16 @@ demo: deps venv
 
 bench: deps venv
 	$(PY) bench/run_all.py
+
+# real Xen 4.17 dom0s under QEMU (issue 6): the image is built once and cached
+real-xen-image: deps venv
+	$(PY) -m xenha.lab.xenimage
+
+golden: real-xen-image
+	$(PY) -m xenha.lab.xenimage record-golden
+
+test-real-xen: real-xen-image
+	XENHA_REAL_XEN=1 $(PY) -m pytest -s tests/test_real_xen.py
 
 readme: venv
 	$(PY) -m xenha.docs README.md

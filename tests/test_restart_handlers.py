@@ -122,3 +122,23 @@ def test_domu_handler_restarts_a_crashed_guest(clab):
     assert (r.rc, r.out.splitlines()[-1]) == (0, 'web1 restarted on dom0-1 (restart 1 of 2 in 3600s)')
     r = run('handle_domu_event', '--inventory', inv, 'web1', 'OK', 'HARD', '1')
     assert (r.rc, r.first) == (0, 'xenha: web1 is OK: nothing to do')
+
+
+def test_a_guest_still_shutting_down_is_waited_for_not_counted_as_running(clab):
+    """Real xl lists a guest that just shut down as --ps-- for a moment, and a
+    create of its name fails until it is gone (seen on Xen 4.17.7)."""
+    from xenha.lab import xensim
+    sd = dom0.state_dir(clab, 'dom0-2')
+    with xensim._locked(sd, write=True) as state:
+        for d in state['domains']:
+            if d['name'] == 'mail1':
+                d['state'], d['gone_at'] = 'shutdown', time.time() + 1.0
+    e = engine(clab)
+    c = e.cluster
+    try:
+        out = e.start_on(c.dom0s['dom0-2'], [c.domus['mail1']])
+    finally:
+        e.close()
+    assert out == {'mail1': None}
+    states = {d['name']: d['state'] for d in xensim.read(sd)['domains']}
+    assert states['mail1'] == 'blocked'

@@ -316,10 +316,22 @@ class Engine:
         """
         ts = self.toolstack(host)
         present = {d.name: d for d in ts.list()}
+        # a guest that just shut down lingers a moment (--ps--), and creating
+        # its name fails until xl's monitor has destroyed it: wait for that
+        going = ('shutdown', 'dying')
+        deadline = time.monotonic() + 10
+        while any(u.name in present and present[u.name].state.value in going
+                  for u in domus) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            present = {d.name: d for d in ts.list()}
         result: dict[str, str | None] = {}
         todo = []
         for u in domus:
-            if u.name in present and present[u.name].state.present:
+            if u.name in present and present[u.name].state.value in going:
+                result[u.name] = f'still {present[u.name].state.value} on {host.name} after 10s'
+                self.log('create', f'{u.name}: {result[u.name]}', 'error',
+                         dom0=host.name, domu=u.name)
+            elif u.name in present and present[u.name].state.present:
                 self.log('create', f'{u.name} already on {host.name} '
                          f'({present[u.name].state.value}): not created again',
                          dom0=host.name, domu=u.name)
@@ -341,7 +353,7 @@ class Engine:
                 self.log('create', f'{name} on {host.name}: '
                          + ('created' if why is None else why),
                          'info' if why is None else 'error', dom0=host.name, domu=name)
-        waiting = {u.name for u in domus if result.get(u.name) is None}
+        waiting = {u.name for u in domus if u.name not in result or result[u.name] is None}
         deadline = time.monotonic() + self.create_timeout
         doms = present
         while waiting:

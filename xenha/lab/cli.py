@@ -18,9 +18,11 @@ def add_arguments(p) -> None:
     s.add_argument('--no-storage', action='store_true', help='no tgtd / vblade')
     s.add_argument('--no-bmc', action='store_true', help='no ipmi_sim BMCs')
     s.add_argument('--nagios', action='store_true', help='also run a real Nagios 4')
-    s.add_argument('--xen', choices=('sim',), default='sim',
-                   help='dom0 kind: sim (simulated toolstack; real Xen under QEMU is '
-                        'not available yet)')
+    s.add_argument('--xen', choices=('sim', 'qemu'), default='sim',
+                   help='dom0 kind: sim (sshd + simulated toolstack, seconds) or qemu '
+                        '(real Xen 4.17 under QEMU/TCG, minutes; needs the image)')
+    s = sub.add_parser('image', help='build (or show) the cached real-Xen dom0 image')
+    s.add_argument('--force', action='store_true', help='rebuild even when cached')
     sub.add_parser('status', help='what runs where, what is up')
     sub.add_parser('down', help='stop everything the lab started and remove it')
     s = sub.add_parser('fail', help='make a dom0 fail')
@@ -56,6 +58,9 @@ def _find_domu(lab, name):
 def run(args) -> int:
     from xenha.lab import dom0, xensim
     cmd = args.lab_command
+    if cmd == 'image':
+        from xenha.lab import xenimage
+        return xenimage.image_main(['--force'] if args.force else [])
     if cmd == 'up':
         from xenha.lab import cluster
         if (Path(args.dir) / 'lab.json').exists():
@@ -63,8 +68,15 @@ def run(args) -> int:
                   file=sys.stderr)
             return 2
         t = time.monotonic()
+        if args.xen == 'qemu':
+            from xenha.lab import qemu
+            why = qemu.cannot_run(2)
+            if why:
+                print(f'xenha lab: cannot run real-Xen dom0s here: {why}', file=sys.stderr)
+                return 2
         lab = cluster.up(args.dir, storage=not args.no_storage, bmc=not args.no_bmc,
-                         nagios=args.nagios, say=lambda s: print(f'  {s}', flush=True))
+                         nagios=args.nagios, xen=args.xen,
+                         say=lambda s: print(f'  {s}', flush=True))
         print(f'lab up in {time.monotonic() - t:.1f}s: {lab.dir}')
         print(f'  inventory: {cluster.inventory_path(lab)}')
         print(f'  try: XENHA_INVENTORY={cluster.inventory_path(lab)} xenha status --live')
@@ -86,7 +98,11 @@ def run(args) -> int:
     if args.host not in lab.info['hosts']:
         print(f'xenha lab: no host {args.host}', file=sys.stderr)
         return 2
-    sd = dom0.state_dir(lab, args.host)
+    real = lab.info['hosts'][args.host].get('kind') == 'qemu'
+    sd = None if real else dom0.state_dir(lab, args.host)
+    if cmd == 'fail' and real and args.how not in ('power', 'hang'):
+        print(f'xenha lab: {args.host} runs real Xen: only --how power|hang', file=sys.stderr)
+        return 2
     if cmd == 'fail':
         if args.how == 'power':
             dom0.power(lab, args.host, on=False)
@@ -98,7 +114,8 @@ def run(args) -> int:
     else:
         dom0.resume(lab, args.host)
         dom0.power(lab, args.host, on=True)
-        xensim.set_fault(sd, None)
+        if sd:
+            xensim.set_fault(sd, None)
         if args.host in lab.info.get('bmc', {}):
             from xenha.lab import bmc
             bmc.set_fault(lab, args.host, None)
@@ -115,9 +132,15 @@ def status(lab) -> int:
     roles = lab.info.get('roles', {})
     for host, h in lab.info['hosts'].items():
         power = 'on' if dom0.powered(lab, host) else 'OFF'
-        state = xensim.read(h['state_dir'])
-        guests = ', '.join(f"{d['name']}({d['state']})" for d in state['domains'] if d['id'])
-        fault = f" fault={state['fault']}" if state.get('fault') else ''
+        if h.get('kind') == 'qemu':
+            from xenha.lab import qemu
+            guests = ', '.join(f'{n}({s})' for n, s in qemu.domains(lab, host))
+            fault = ' real Xen'
+        else:
+            state = xensim.read(h['state_dir'])
+            guests = ', '.join(f"{d['name']}({d['state']})" for d in state['domains']
+                               if d['id'])
+            fault = f" fault={state['fault']}" if state.get('fault') else ''
         print(f"  {host:<8} {roles.get(host, ''):<7} {h['address']}:{h['port']} "
               f"power {power}{fault}  {guests or '-'}")
     st = lab.info.get('storage')

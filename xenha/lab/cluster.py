@@ -40,9 +40,24 @@ DEFAULT_GUESTS = (
 def up(directory=None, *, hosts=DEFAULT_HOSTS, guests=DEFAULT_GUESTS,
        host_memory_mb: int = 8192, storage: bool = True, bmc: bool = True,
        start_guests: bool = True, fencing: str | None = None, nagios: bool = False,
-       say=None, **defaults) -> Lab:
-    """Bring the lab up; on any failure everything started so far is torn down."""
+       say=None, xen: str = 'sim', **defaults) -> Lab:
+    """Bring the lab up; on any failure everything started so far is torn down.
+
+    xen='sim': dom0s are sshds with the simulated toolstack (seconds);
+    xen='qemu': real Xen 4.17 dom0s under QEMU/TCG (minutes; xenha.lab.qemu).
+    """
     say = say or (lambda text: None)
+    if xen == 'qemu':
+        from xenha.lab import qemu
+        lab = qemu.cluster_up(directory, say=say, start_guests=start_guests, **defaults)
+        if nagios:
+            try:
+                from xenha.lab import nagios as nagios_lab
+                nagios_lab.up(lab, say=say)
+            except BaseException:
+                lab.down()
+                raise
+        return lab
     lab = Lab(directory)
     try:
         _build(lab, hosts, guests, host_memory_mb, storage, bmc, start_guests,

@@ -155,8 +155,18 @@ def start(lab: Lab, name: str) -> None:
     lab.wait_port(host['address'], host['port'])
 
 
+def _qemu(lab: Lab, name: str):
+    """The real-Xen machine module when this host is a QEMU dom0, else None."""
+    if lab.info['hosts'][name].get('kind') == 'qemu':
+        from xenha.lab import qemu
+        return qemu
+    return None
+
+
 def power(lab: Lab, name: str, on: bool) -> None:
     """Power the host on or off (what a BMC's chassis control does)."""
+    if _qemu(lab, name):
+        return _qemu(lab, name).power(lab, name, on)
     host = lab.info['hosts'][name]
     if on:
         if not lab.alive(f'sshd-{name}'):
@@ -170,14 +180,20 @@ def power(lab: Lab, name: str, on: bool) -> None:
 
 
 def powered(lab: Lab, name: str) -> bool:
+    if _qemu(lab, name):
+        return _qemu(lab, name).powered(lab, name)
     return lab.alive(f'sshd-{name}')
 
 
 def hang(lab: Lab, name: str) -> None:
+    if _qemu(lab, name):
+        return _qemu(lab, name).hang(lab, name)
     lab.signal(f'sshd-{name}', signal.SIGSTOP)
 
 
 def resume(lab: Lab, name: str) -> None:
+    if _qemu(lab, name):
+        return _qemu(lab, name).resume(lab, name)
     lab.signal(f'sshd-{name}', signal.SIGCONT)
 
 
