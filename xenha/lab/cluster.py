@@ -82,28 +82,12 @@ def _build(lab, hosts, guests, host_memory_mb, storage, bmc, start_guests, fenci
     lab.info['guests'] = [vars(g) for g in guests]
     disks = {}
     if storage:
-        from xenha.lab import storage as storage_lab
         t = time.monotonic()
-        iscsi = [g for g in guests if g.disk == 'iscsi']
-        aoe = [g for g in guests if g.disk == 'aoe']
-        from xenha.storage.iscsi import DEFAULT_INITIATOR
-        # the dom0s, and the monitoring node under the name check_iscsi_target uses
-        acl = [storage_lab.initiator_name(h) for h, _ in hosts] + [DEFAULT_INITIATOR]
-        targets = [{'name': f'{storage_lab.IQN}:{g.name}', 'size': 32 * 1024 * 1024,
-                    'acl': acl} for g in iscsi]
-        targets.append({'name': f'{storage_lab.IQN}:chap', 'size': 16 * 1024 * 1024,
-                        'acl': 'ALL', 'chap': True})
-        exports = [(1, slot) for slot in range(1, len(aoe) + 1)]
-        st = storage_lab.up(lab, targets=targets, hosts=[h for h, _ in hosts], aoe=exports)
-        for g in iscsi:
-            disks[g.name] = {'kind': 'iscsi', 'portal': f"{st['portal']}:{st['port']}",
-                             'iqn': f'{storage_lab.IQN}:{g.name}', 'lun': 1}
-        for g, (shelf, slot) in zip(aoe, exports):
-            disks[g.name] = {'kind': 'aoe', 'shelf': shelf, 'slot': slot,
-                             'interface': storage_lab.SAN_IF}
-        say(f'storage up: tgtd on {st["portal"]}:{st["port"]} ({len(targets)} targets), '
-            f'vblade exports {", ".join(f"e{a}.{b}" for a, b in exports)} '
-            f'in {time.monotonic() - t:.1f}s')
+        disks = storage_up(lab, hosts, guests)
+        st = lab.info['storage']
+        shelves = sorted(f"e{e['shelf']}.{e['slot']}" for e in st['aoe']['exports'].values())
+        say(f'storage up: tgtd on {st["portal"]}:{st["port"]} ({len(st["targets"])} targets), '
+            f'vblade exports {", ".join(shelves)} in {time.monotonic() - t:.1f}s')
     if bmc:
         from xenha.lab import bmc as bmc_lab
         t = time.monotonic()
@@ -119,6 +103,32 @@ def _build(lab, hosts, guests, host_memory_mb, storage, bmc, start_guests, fenci
         t = time.monotonic()
         start_homes(lab)
         say(f'{len(guests)} domUs started on their homes in {time.monotonic() - t:.1f}s')
+
+
+def storage_up(lab: Lab, hosts, guests, chap: bool = True) -> dict:
+    """tgtd with one target per iSCSI guest, vblade with one export per AoE guest;
+    returns guest name -> its disk (what the inventory's targets say)."""
+    from xenha.lab import storage as storage_lab
+    from xenha.storage.iscsi import DEFAULT_INITIATOR
+    iscsi = [g for g in guests if g.disk == 'iscsi']
+    aoe = [g for g in guests if g.disk == 'aoe']
+    # the dom0s, and the monitoring node under the name check_iscsi_target uses
+    acl = [storage_lab.initiator_name(h) for h, _ in hosts] + [DEFAULT_INITIATOR]
+    targets = [{'name': f'{storage_lab.IQN}:{g.name}', 'size': 32 * 1024 * 1024,
+                'acl': acl} for g in iscsi]
+    if chap:
+        targets.append({'name': f'{storage_lab.IQN}:chap', 'size': 16 * 1024 * 1024,
+                        'acl': 'ALL', 'chap': True})
+    exports = [(1, slot) for slot in range(1, len(aoe) + 1)]
+    st = storage_lab.up(lab, targets=targets, hosts=[h for h, _ in hosts], aoe=exports)
+    disks = {}
+    for g in iscsi:
+        disks[g.name] = {'kind': 'iscsi', 'portal': f"{st['portal']}:{st['port']}",
+                         'iqn': f'{storage_lab.IQN}:{g.name}', 'lun': 1}
+    for g, (shelf, slot) in zip(aoe, exports):
+        disks[g.name] = {'kind': 'aoe', 'shelf': shelf, 'slot': slot,
+                         'interface': storage_lab.SAN_IF}
+    return disks
 
 
 def inventory_path(lab: Lab) -> Path:

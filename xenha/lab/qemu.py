@@ -345,9 +345,8 @@ def real_guest_configs(lab: Lab) -> None:
 def cluster_up(directory=None, *, hosts=(('dom0-1', 'active'), ('dom0-2', 'spare')),
                guests=None, say=None, start_guests: bool = True, **defaults) -> Lab:
     """The lab cluster with QEMU dom0s (what `cluster.up(xen='qemu')` should do)."""
-    from xenha.lab import cluster, storage
+    from xenha.lab import cluster
     from xenha.lab.core import Lab
-    from xenha.storage.iscsi import DEFAULT_INITIATOR
     say = say or (lambda text: None)
     guests = guests or (cluster.GuestSpec('web1', hosts[0][0], 128, 'iscsi'),
                         cluster.GuestSpec('mail1', hosts[0][0], 128, 'aoe'))
@@ -365,23 +364,10 @@ def cluster_up(directory=None, *, hosts=(('dom0-1', 'active'), ('dom0-2', 'spare
         lab.info['roles'] = dict(hosts)
         lab.info['guests'] = [vars(g) for g in guests]
         t = time.monotonic()
-        iscsi = [g for g in guests if g.disk == 'iscsi']
-        aoe = [g for g in guests if g.disk == 'aoe']
-        acl = [storage.initiator_name(h) for h, _ in hosts] + [DEFAULT_INITIATOR]
-        targets = [{'name': f'{storage.IQN}:{g.name}', 'size': 32 * 1024 * 1024,
-                    'acl': acl} for g in iscsi]
-        exports = [(1, slot) for slot in range(1, len(aoe) + 1)]
-        st = storage.up(lab, targets=targets, hosts=[h for h, _ in hosts], aoe=exports)
+        disks = cluster.storage_up(lab, hosts, guests, chap=False)
         format_disks(lab)
         for name, _role in hosts:
             san_attach(lab, name)
-        disks = {}
-        for g in iscsi:
-            disks[g.name] = {'kind': 'iscsi', 'portal': f"{st['portal']}:{st['port']}",
-                             'iqn': f'{storage.IQN}:{g.name}', 'lun': 1}
-        for g, (shelf, slot) in zip(aoe, exports):
-            disks[g.name] = {'kind': 'aoe', 'shelf': shelf, 'slot': slot,
-                             'interface': storage.SAN_IF}
         lab.info['disks'] = disks
         for name, _role in hosts:
             bmc_up(lab, name)
