@@ -331,11 +331,6 @@ def device_ready(stat_output: str, shelf: int, slot: int) -> bool:
 def wait_device(runner, shelf: int, slot: int, timeout: float = 30.0,
                 interval: float = 0.5, command_timeout: float = 10.0) -> bool:
     """Poll aoe-stat on the host behind `runner` until eX.Y is up."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = runner.run(stat_command(), timeout=command_timeout)
-        if result.exit == 0 and device_ready(result.out, shelf, slot):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    from xenha.storage import poll
+    return poll(runner, stat_command(), lambda out: device_ready(out, shelf, slot),
+                timeout, interval, command_timeout)

@@ -766,11 +766,6 @@ def device_ready(session_output: str, portal: Portal, target: str) -> bool:
 def wait_device(runner, portal: Portal, target: str, timeout: float = 30.0,
                 interval: float = 0.5, command_timeout: float = 10.0) -> bool:
     """Poll the session list on the host behind `runner` until logged in."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = runner.run(session_command(), timeout=command_timeout)
-        if result.exit == 0 and device_ready(result.out, portal, target):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    from xenha.storage import poll
+    return poll(runner, session_command(), lambda out: device_ready(out, portal, target),
+                timeout, interval, command_timeout)
