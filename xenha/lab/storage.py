@@ -233,7 +233,10 @@ def _ip(*args: str) -> None:
 
 def _aoe_up(lab: Lab, hosts: list[str], exports: list[tuple[int, int]]) -> None:
     san = lab.netns('san')
-    _ip('-n', san, 'link', 'add', 'br0', 'type', 'bridge')
+    # a fixed MAC: a bridge otherwise takes its lowest port's MAC, and changes it
+    # when a port joins (the vblades on br0 answer from that address)
+    _ip('-n', san, 'link', 'add', 'br0', 'address', f'02:aa:00:00:{lab.block // 256:02x}:'
+        f'{lab.block % 256:02x}', 'type', 'bridge')
     _ip('-n', san, 'link', 'set', 'br0', 'up')
     links = {}
     for i, host in enumerate([*hosts, MONITOR]):
