@@ -15,13 +15,15 @@ import os
 import shlex
 import subprocess
 import time
-from typing import NamedTuple, Sequence
+from collections import namedtuple
+from collections.abc import Sequence
 
 
-class Result(NamedTuple):
-    exit: int
-    out: str
-    err: str
+# collections.namedtuple rather than typing.NamedTuple: importing `typing` costs
+# every check about 2 ms, and a check runs thousands of times a day.
+class Result(namedtuple('Result', 'exit out err')):
+    """What a command did: exit status (int), stdout and stderr (str)."""
+    __slots__ = ()
 
     @property
     def ok(self) -> bool:
@@ -68,14 +70,12 @@ class CommandNotFound(RunnerError):
     """The executable does not exist (locally) or the shell said 127."""
 
 
-class SSHOptions(NamedTuple):
-    """How to reach a dom0; parsed once from the command line or the inventory."""
-    user: str = 'root'
-    port: int = 22
-    identity: str | None = None
-    known_hosts: str | None = None
-    accept_new_host_key: bool = False
-    sudo: bool = False
+class SSHOptions(namedtuple('SSHOptions',
+                            'user port identity known_hosts accept_new_host_key sudo',
+                            defaults=('root', 22, None, None, False, False))):
+    """How to reach a dom0; parsed once from the command line or the inventory.
+    identity and known_hosts are file paths (None: the SSH defaults)."""
+    __slots__ = ()
 
 
 class LocalRunner:
@@ -89,23 +89,45 @@ class LocalRunner:
 
     def run(self, argv: Sequence[str], timeout: float,
             input: str | None = None) -> Result:
-        argv = list(argv)
-        if self.sudo:
-            argv = ['sudo', '-n', *argv]
+        return self.run_many([argv], timeout, input)[0]
+
+    def run_many(self, argvs: Sequence[Sequence[str]], timeout: float,
+                 input: str | None = None) -> list[Result]:
+        """Run several commands at once (e.g. `xl list` and `xl info`: a check
+        then waits for the slower one, not for both); Results in order.  All
+        must finish within `timeout`; the first that cannot run raises."""
+        deadline = time.monotonic() + timeout
+        started = []
         try:
-            proc = subprocess.run(argv, input=input, capture_output=True,
-                                  text=True, timeout=timeout, env=self.env,
-                                  stdin=None if input is not None
-                                  else subprocess.DEVNULL)
+            for argv in argvs:
+                argv = ['sudo', '-n', *argv] if self.sudo else list(argv)
+                started.append((argv, self._start(argv, input)))
+            return [self._finish(argv, proc, deadline, timeout, input)
+                    for argv, proc in started]
+        finally:
+            for _, proc in started:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+    def _start(self, argv: list[str], input: str | None):
+        try:
+            return subprocess.Popen(
+                argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
         except FileNotFoundError:
             raise CommandNotFound(f'{argv[0]}: command not found') from None
         except PermissionError:
             raise CommandNotFound(f'{argv[0]}: permission denied') from None
+
+    @staticmethod
+    def _finish(argv, proc, deadline: float, timeout: float, input: str | None) -> Result:
+        try:
+            out, err = proc.communicate(input, timeout=max(deadline - time.monotonic(), 0))
         except subprocess.TimeoutExpired:
             raise CommandTimeout(
-                f'{shlex.join(argv)} did not finish within {timeout:g}s'
-            ) from None
-        return Result(proc.returncode, proc.stdout, proc.stderr)
+                f'{shlex.join(argv)} did not finish within {timeout:g}s') from None
+        return Result(proc.returncode, out, err)
 
     def close(self) -> None:
         pass
@@ -255,42 +277,58 @@ class SSHRunner:
 
     def run(self, argv: Sequence[str], timeout: float | None = None,
             input: str | None = None) -> Result:
+        return self.run_many([argv], timeout, input)[0]
+
+    def run_many(self, argvs: Sequence[Sequence[str]], timeout: float | None = None,
+                 input: str | None = None) -> list[Result]:
+        """Several commands at once, one session each on the one connection;
+        Results in order, all within `timeout`."""
         timeout = self.timeout if timeout is None else timeout
         started = time.monotonic()
         self.connect()
         remaining = max(timeout - (time.monotonic() - started), 0.1)
-        line = self.command_line(argv)
-        transport = self._client.get_transport()
-        try:
-            chan = transport.open_session(timeout=remaining)
-        except Exception as exc:  # noqa: BLE001 - paramiko raises many kinds
-            self.close()
-            raise HostTimeout(f'{self._where()}: cannot open a session: {exc}') from None
-        chan.exec_command(line)
-        if input is not None:
-            chan.sendall(input.encode())
-        chan.shutdown_write()
-        out, err = bytearray(), bytearray()
         deadline = time.monotonic() + remaining
-        while True:
+        transport = self._client.get_transport()
+        running = []
+        for argv in argvs:
+            line = self.command_line(argv)
+            try:
+                chan = transport.open_session(timeout=remaining)
+            except Exception as exc:  # noqa: BLE001 - paramiko raises many kinds
+                self.close()
+                raise HostTimeout(
+                    f'{self._where()}: cannot open a session: {exc}') from None
+            chan.exec_command(line)
+            if input is not None:
+                chan.sendall(input.encode())
+            chan.shutdown_write()
+            running.append((argv, line, chan, bytearray(), bytearray()))
+        pending = list(running)
+        while pending:
             progressed = False
-            while chan.recv_ready():
-                out += chan.recv(65536)
-                progressed = True
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
-                progressed = True
-            if chan.exit_status_ready() and not chan.recv_ready() \
-                    and not chan.recv_stderr_ready():
+            for item in list(pending):
+                _, line, chan, out, err = item
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                    progressed = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                    progressed = True
+                if chan.exit_status_ready() and not chan.recv_ready() \
+                        and not chan.recv_stderr_ready():
+                    pending.remove(item)
+            if not pending:
                 break
             if time.monotonic() > deadline:
-                chan.close()
                 self.close()
-                raise CommandTimeout(
-                    f'{line} on {self._where()} did not finish within {timeout:g}s')
+                raise CommandTimeout(f'{pending[0][1]} on {self._where()} '
+                                     f'did not finish within {timeout:g}s')
             if not progressed:
-                # woken at once by the exit status; output is polled every 5 ms
-                chan.status_event.wait(0.005)
+                # woken at once by an exit status; output is polled every 5 ms
+                pending[0][2].status_event.wait(0.005)
+        return [self._result(*item) for item in running]
+
+    def _result(self, argv, line, chan, out, err) -> Result:
         status = chan.recv_exit_status()
         chan.close()
         if status == -1:   # the channel closed without an exit status

@@ -13,14 +13,12 @@ garbage.
 
 from __future__ import annotations
 
-import ast
 import fcntl
 import json
 import os
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 # a paused PV guest shows b and p together on real Xen 4.17 (golden files)
 FLAGS = {'running': 'r-----', 'blocked': '-b----', 'paused': '-bp---',
@@ -34,7 +32,7 @@ def default_state(host: str, total_mb: int = 8192, dom0_mb: int = 1024,
     now = time.time()
     return {
         'host': host, 'total_mb': total_mb, 'cpus': cpus, 'next_id': 1,
-        'fault': None, 'create_delay': 0.0,
+        'fault': None, 'create_delay': 0.0, 'autoballoon': False,
         'domains': [{'name': 'Domain-0', 'id': 0, 'mem_mb': dom0_mb,
                      'vcpus': cpus, 'state': 'running', 'started': now,
                      'cpu0': 12.0, 'config': None, 'disks': []}],
@@ -44,24 +42,26 @@ def default_state(host: str, total_mb: int = 8192, dom0_mb: int = 1024,
 # -- state ---------------------------------------------------------------------
 @contextmanager
 def _locked(state_dir: str | os.PathLike, write: bool):
-    d = Path(state_dir)
-    with open(d / 'lock', 'a+') as lock:
+    d = os.fspath(state_dir)
+    with open(os.path.join(d, 'lock'), 'a+') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
-        path = d / 'state.json'
-        state = json.loads(path.read_text())
+        path = os.path.join(d, 'state.json')
+        with open(path) as fh:
+            state = json.load(fh)
         _expire(state)
         yield state
         if write:
-            tmp = d / 'state.json.tmp'
-            tmp.write_text(json.dumps(state, indent=1))
-            tmp.replace(path)
+            tmp = path + '.tmp'
+            with open(tmp, 'w') as fh:
+                json.dump(state, fh, indent=1)
+            os.replace(tmp, path)
 
 
 def init_host(state_dir: str | os.PathLike, host: str, **kw) -> None:
-    d = Path(state_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / 'state.json').write_text(json.dumps(default_state(host, **kw), indent=1))
-    (d / 'devices').touch()
+    os.makedirs(state_dir, exist_ok=True)
+    with open(os.path.join(state_dir, 'state.json'), 'w') as fh:
+        json.dump(default_state(host, **kw), fh, indent=1)
+    open(os.path.join(state_dir, 'devices'), 'a').close()
 
 
 def _expire(state: dict) -> None:
@@ -133,26 +133,27 @@ def _find(state, name):
 # -- block devices the initiators attach -----------------------------------------
 def devices(state_dir) -> set[str]:
     try:
-        return {l for l in (Path(state_dir) / 'devices').read_text().split('\n') if l}
+        with open(os.path.join(state_dir, 'devices')) as fh:
+            return {l for l in fh.read().split('\n') if l}
     except FileNotFoundError:
         return set()
 
 
 def _write_devices(state_dir, devs: set[str]) -> None:
-    path = Path(state_dir) / 'devices'
-    tmp = path.with_suffix('.tmp')
-    tmp.write_text(''.join(f'{d}\n' for d in sorted(devs)))
-    tmp.replace(path)
+    path = os.path.join(state_dir, 'devices')
+    with open(path + '.tmp', 'w') as fh:
+        fh.write(''.join(f'{d}\n' for d in sorted(devs)))
+    os.replace(path + '.tmp', path)
 
 
 def attach_device(state_dir, path: str) -> None:
-    with open(Path(state_dir) / 'lock', 'a+') as lock:
+    with open(os.path.join(state_dir, 'lock'), 'a+') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _write_devices(state_dir, devices(state_dir) | {path})
 
 
 def detach_device(state_dir, path: str) -> None:
-    with open(Path(state_dir) / 'lock', 'a+') as lock:
+    with open(os.path.join(state_dir, 'lock'), 'a+') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _write_devices(state_dir, devices(state_dir) - {path})
 
@@ -224,6 +225,7 @@ def format_info(state: dict, dialect: str) -> str:
 # -- domU configuration files ----------------------------------------------------------
 def parse_config(text: str) -> dict:
     """The Python-like `key = value` syntax of xl.cfg(5) and xm config files."""
+    from ast import literal_eval   # only create needs it: list and info start faster
     out, buf = {}, ''
     for raw in text.splitlines():
         line = _strip_comment(raw).strip()
@@ -237,7 +239,7 @@ def parse_config(text: str) -> dict:
         if not sep:
             raise ValueError(f'config parsing error near `{line}`')
         try:
-            out[key.strip()] = ast.literal_eval(value.strip())
+            out[key.strip()] = literal_eval(value.strip())
         except (ValueError, SyntaxError):
             raise ValueError(f'config parsing error near `{line}`') from None
     return out
@@ -312,7 +314,8 @@ def _create(state_dir, dialect: str, args: list[str]) -> int:
         return _err('Usage: xl create <ConfigFile> [options] [vars]', 2)
     path = paths[0]
     try:
-        text = Path(path).read_text()
+        with open(path) as fh:
+            text = fh.read()
     except OSError as exc:
         if dialect == 'xl':
             return _err(f'Failed to read config file: {path}: {exc.strerror}', 3)
@@ -326,6 +329,16 @@ def _create(state_dir, dialect: str, args: list[str]) -> int:
     name, mem, vcpus = cfg.get('name'), int(cfg.get('memory', 128)), int(cfg.get('vcpus', 1))
     if not name:
         return _err('Domain name must be specified.', 3 if dialect == 'xl' else 1)
+    # With autoballoon on, real xl holds /var/lock/xl from freemem until the domain
+    # is built, so creates on one host run one after the other; with it off (dom0_mem
+    # on the Xen command line, the recommended set-up) they run side by side.
+    with open(os.path.join(state_dir, 'xl-lock'), 'a+') as xl_lock:
+        if read(state_dir).get('autoballoon'):
+            fcntl.flock(xl_lock, fcntl.LOCK_EX)
+        return _build(state_dir, dialect, path, cfg, name, mem, vcpus)
+
+
+def _build(state_dir, dialect, path, cfg, name, mem, vcpus) -> int:
     with _locked(state_dir, write=True) as state:
         delay = state.get('create_delay', 0.0)
         domid = state['next_id']
@@ -370,7 +383,7 @@ def _create(state_dir, dialect: str, args: list[str]) -> int:
 
 def main(dialect: str, argv: list[str]) -> int:
     state_dir = os.environ.get('XENSIM_STATE')
-    if not state_dir or not Path(state_dir, 'state.json').exists():
+    if not state_dir or not os.path.exists(os.path.join(state_dir, 'state.json')):
         if dialect == 'xl':
             return _err("Can't find hypervisor information in sysfs!")
         return _err('Error: Unable to connect to xend: No such file or directory. '

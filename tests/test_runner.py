@@ -1,0 +1,45 @@
+"""The runners' run_many: commands side by side, one deadline, nothing left behind."""
+
+import os
+import time
+
+import pytest
+
+from xenha.lab import dom0
+from xenha.runner import CommandNotFound, CommandTimeout, LocalRunner, SSHRunner
+
+
+def test_local_run_many_waits_for_the_slower_not_the_sum():
+    t = time.monotonic()
+    a, b = LocalRunner().run_many([['sleep', '0.6'], ['sh', '-c', 'echo hi; exit 3']], 5)
+    assert time.monotonic() - t < 1.1
+    assert (a.exit, b.exit, b.out) == (0, 3, 'hi\n')
+
+
+def test_local_run_many_timeout_names_the_command_and_kills_all(tmp_path):
+    pidfile = tmp_path / 'pid'
+    t = time.monotonic()
+    with pytest.raises(CommandTimeout, match=r"^sh -c 'echo \$\$ > .*; sleep 30' did not "
+                                             r'finish within 0.5s$'):
+        LocalRunner().run_many([['sh', '-c', f'echo $$ > {pidfile}; sleep 30'],
+                                ['sleep', '30']], 0.5)
+    assert time.monotonic() - t < 2
+    pid = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_local_run_many_missing_command():
+    with pytest.raises(CommandNotFound, match='^no-such-xl: command not found$'):
+        LocalRunner().run_many([['true'], ['no-such-xl', 'list']], 5)
+
+
+def test_ssh_run_many_one_connection_side_by_side(dom0s):
+    r = SSHRunner(dom0s.info['hosts']['dom0-1']['address'], dom0.ssh_options(dom0s), 10)
+    with r:
+        t = time.monotonic()
+        a, b = r.run_many([['sleep', '0.8'], ['sh', '-c', 'echo out; echo err >&2; exit 2']])
+        assert time.monotonic() - t < 1.5
+        assert (a.exit, b.exit, b.out, b.err) == (0, 2, 'out\n', 'err\n')
+        with pytest.raises(CommandTimeout, match=r'^sleep 5 on .* did not finish within 0.5s$'):
+            r.run_many([['true'], ['sleep', '5']], 0.5)
