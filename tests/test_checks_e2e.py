@@ -190,6 +190,18 @@ def test_listing_recorded_in_state_cache(web):
         ('db1', 'running'), ('web1', 'blocked')]
 
 
+def test_state_cache_trouble_is_a_note_not_the_hosts_fault(web, tmp_path):
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('')
+    args = ssh_args(web, 'dom0-1')
+    args[args.index('--state-db') + 1] = str(blocker / 'state.db')
+    r = run('check_xen_host', *args)
+    assert (r.rc, r.status) == (
+        0, f'XEN_HOST OK - {addr(web)}: 2 domUs (1 blocked, 1 running), 5.5GiB of 8.0GiB '
+           f'free (state cache not written: cannot open the state database '
+           f'{blocker}/state.db: not a directory: {blocker})')
+
+
 def test_size_suffix_errors_are_usage_errors(web):
     r = run('check_xen_host', *ssh_args(web, 'dom0-1'), '-w', 'lots:')
     assert (r.rc, r.first) == (3, "XEN_HOST UNKNOWN - not a size: 'lots' (try 512M, 4G)")

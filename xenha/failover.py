@@ -68,6 +68,7 @@ class Plan:
     skipped: dict = field(default_factory=dict)    # domU name -> why
     already: dict = field(default_factory=dict)    # domU -> host it already runs on
     free: dict = field(default_factory=dict)       # host -> bytes usable before placing
+    listings: dict = field(default_factory=dict)   # host -> its domains at the last look
 
     def describe(self, cluster: Cluster) -> list[str]:
         lines = [f'failover plan for {self.dom0}',
@@ -132,18 +133,30 @@ class Engine:
                 r.close()
             self._runners.clear()
 
-    def scan(self, hosts: list[Dom0]) -> dict[str, list[Domain] | Exception]:
-        """Live `list` of each host, in parallel; an error is kept, not raised."""
+    def scan(self, hosts: list[Dom0], info_for: list[Dom0] | None = None):
+        """Live `list` of each host, in parallel; an error is kept, not raised.
+
+        With `info_for`: also `info` of those hosts, run beside their `list`
+        (one round trip), and the result is (listings, infos)."""
+        want_info = {h.name for h in info_for or ()}
+
         def one(h):
             try:
-                return h.name, self.toolstack(h).list()
+                ts = self.toolstack(h)
+                if h.name in want_info:
+                    return h.name, ts.list_and_info()
+                return h.name, (ts.list(), None)
             except (RunnerError, ToolstackError) as exc:
                 self._drop(h.name)
-                return h.name, exc
-        if not hosts:
-            return {}
-        with ThreadPoolExecutor(max_workers=min(len(hosts), 16)) as pool:
-            return dict(pool.map(one, hosts))
+                return h.name, (exc, exc)
+        done = {}
+        if hosts:
+            with ThreadPoolExecutor(max_workers=min(len(hosts), 16)) as pool:
+                done = dict(pool.map(one, hosts))
+        listings = {name: listed for name, (listed, _) in done.items()}
+        if info_for is None:
+            return listings
+        return listings, {name: done[name][1] for name in want_info if name in done}
 
     def _drop(self, name: str) -> None:
         with self._lock:
@@ -204,16 +217,14 @@ class Engine:
         wait = self.recheck_delay - (time.monotonic() - looked_at)
         if wait > 0:
             time.sleep(wait)
-        # the second look and the candidates' memory at once
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            again = pool.submit(self.scan, others)
-            infos = pool.submit(self._infos, self.candidates(others, {}))
-            again, infos = again.result(), infos.result()
+        # the second look, and the candidates' memory in the same round trip
+        again, infos = self.scan(others, info_for=self.candidates(others, {}))
         running = _present(listings)
         for name, hosts in _present(again).items():
             running.setdefault(name, hosts)
         listings = {k: (again[k] if not isinstance(again[k], Exception) else v)
                     for k, v in listings.items()}
+        plan.listings = listings
         victims, plan.skipped = self.victims(failed, listings)
         for u in victims:
             if u.name in running:
@@ -246,15 +257,7 @@ class Engine:
         plan.placement, plan.unplaced = place(plan.victims, plan.free)
 
     def _infos(self, hosts: list[Dom0]) -> dict[str, HostInfo | Exception]:
-        def one(h):
-            try:
-                return h.name, self.toolstack(h).info()
-            except (RunnerError, ToolstackError) as exc:
-                return h.name, exc
-        if not hosts:
-            return {}
-        with ThreadPoolExecutor(max_workers=min(len(hosts), 16)) as pool:
-            return dict(pool.map(one, hosts))
+        return self.scan(hosts, info_for=hosts)[1]
 
     # -- the steps ---------------------------------------------------------------------
     def confirm_gone(self, failed: Dom0) -> str | None:
@@ -308,14 +311,17 @@ class Engine:
         with ThreadPoolExecutor(max_workers=min(len(targets), 8)) as pool:
             return dict(pool.map(one, targets))
 
-    def start_on(self, host: Dom0, domus: list[DomU]) -> dict[str, str | None]:
+    def start_on(self, host: Dom0, domus: list[DomU],
+                 listed: list[Domain] | None = None) -> dict[str, str | None]:
         """Create `domus` on `host` (bounded parallel), then poll until they run.
 
         Returns domU -> None (runs) or why not.  A domU already on the host is
-        not created again.
+        not created again.  `listed`: the host's domains from a look a moment
+        ago (the plan's), which saves a round trip; xl itself refuses a name
+        that appeared on the host since.
         """
         ts = self.toolstack(host)
-        present = {d.name: d for d in ts.list()}
+        present = {d.name: d for d in (listed if listed is not None else ts.list())}
         # a guest that just shut down lingers a moment (--ps--), and creating
         # its name fails until xl's monitor has destroyed it: wait for that
         going = ('shutdown', 'dying')
@@ -376,11 +382,14 @@ class Engine:
         self.db.record_listing(host.address, list(doms.values()), hostname=host.name)
         return result
 
-    def relocate(self, placement: dict[str, str], report: Report) -> None:
+    def relocate(self, placement: dict[str, str], report: Report,
+                 listings: dict | None = None) -> None:
         """Steps 6 and 7 for a placement: storage, then create, per host in parallel.
 
         Work is keyed "host" (or "host/domU" one at a time): one_host() gets a key.
+        `listings`: the plan's last look at the hosts (see start_on).
         """
+        listings = listings or {}
         by_host: dict[str, list[DomU]] = {}
         for name, host in placement.items():
             by_host.setdefault(host, []).append(self.cluster.domus[name])
@@ -399,7 +408,9 @@ class Engine:
                         out[u.name] = 'storage not ready: ' + '; '.join(bad)
                     else:
                         ready.append(u)
-                out.update(self.start_on(host, ready))
+                listed = listings.get(host_name)
+                out.update(self.start_on(
+                    host, ready, None if isinstance(listed, Exception) else listed))
                 return out
             except (RunnerError, ToolstackError) as exc:
                 self._drop(host_name)
@@ -496,7 +507,7 @@ class Engine:
             for name, host in plan.already.items():
                 report.moved[name] = host
             t = time.monotonic()
-            self.relocate(plan.placement, report)
+            self.relocate(plan.placement, report, plan.listings)
             report.steps.append(('relocate', time.monotonic() - t))
         for name in report.moved:
             self.db.forget_domain(failed.address, name)

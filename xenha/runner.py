@@ -92,16 +92,20 @@ class LocalRunner:
         return self.run_many([argv], timeout, input)[0]
 
     def run_many(self, argvs: Sequence[Sequence[str]], timeout: float,
-                 input: str | None = None) -> list[Result]:
+                 input: str | None = None, meanwhile=None) -> list[Result]:
         """Run several commands at once (e.g. `xl list` and `xl info`: a check
         then waits for the slower one, not for both); Results in order.  All
-        must finish within `timeout`; the first that cannot run raises."""
+        must finish within `timeout`; the first that cannot run raises.
+        `meanwhile()` is called once they have started: the caller's own
+        work overlaps theirs."""
         deadline = time.monotonic() + timeout
         started = []
         try:
             for argv in argvs:
                 argv = ['sudo', '-n', *argv] if self.sudo else list(argv)
                 started.append((argv, self._start(argv, input)))
+            if meanwhile:
+                meanwhile()
             return [self._finish(argv, proc, deadline, timeout, input)
                     for argv, proc in started]
         finally:
@@ -280,9 +284,9 @@ class SSHRunner:
         return self.run_many([argv], timeout, input)[0]
 
     def run_many(self, argvs: Sequence[Sequence[str]], timeout: float | None = None,
-                 input: str | None = None) -> list[Result]:
+                 input: str | None = None, meanwhile=None) -> list[Result]:
         """Several commands at once, one session each on the one connection;
-        Results in order, all within `timeout`."""
+        Results in order, all within `timeout`; `meanwhile()` as LocalRunner's."""
         timeout = self.timeout if timeout is None else timeout
         started = time.monotonic()
         self.connect()
@@ -303,6 +307,8 @@ class SSHRunner:
                 chan.sendall(input.encode())
             chan.shutdown_write()
             running.append((argv, line, chan, bytearray(), bytearray()))
+        if meanwhile:
+            meanwhile()
         pending = list(running)
         while pending:
             progressed = False

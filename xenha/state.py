@@ -62,6 +62,10 @@ BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
 """
 
 
+class StateDBError(Exception):
+    """The state database cannot be opened; the message says which and why."""
+
+
 def default_path() -> str:
     return os.environ.get('XENHA_STATE_DB', DEFAULT_PATH)
 
@@ -80,9 +84,15 @@ class StateDB:
     def __init__(self, path: str | os.PathLike | None = None, timeout: float = 10.0):
         self.path = str(path or default_path())
         # os.path, not pathlib: pathlib drags in urllib.parse and ipaddress (~4 ms a check)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                                  check_same_thread=False)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                      check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            why = ('not a directory: ' + directory if os.path.exists(directory)
+                   and not os.path.isdir(directory) else getattr(exc, 'strerror', None) or exc)
+            raise StateDBError(f'cannot open the state database {self.path}: {why}') from None
         self.db.execute('PRAGMA busy_timeout = %d' % int(timeout * 1000))
         if self.db.execute('PRAGMA journal_mode').fetchone()[0] != 'wal':
             self.db.execute('PRAGMA journal_mode = WAL')

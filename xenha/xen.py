@@ -187,30 +187,34 @@ class Toolstack:
         """Run a verb; with `auto`, prefer xl and fall back to xm (as Pacemaker does)."""
         return self.run_many(verb)[0]
 
-    def run_many(self, *verbs: Sequence[str]):
+    def run_many(self, *verbs: Sequence[str], meanwhile=None):
         """Run verbs at once (the runner starts them together); Results in order.
-        With `auto`: xl when it is there, else xm, decided once for all of them."""
+        With `auto`: xl when it is there, else xm, decided once for all of them.
+        `meanwhile()` runs once while they do (see LocalRunner.run_many)."""
         from xenha.runner import CommandNotFound
+        pending = [meanwhile] if meanwhile else []
+
+        def once():
+            while pending:
+                pending.pop()()
         if self.dialect != 'auto' or self.prefix:
-            return self._run_many(self.dialect, verbs)
+            return self._run_many(self.dialect, verbs, once)
         try:
-            results = self._run_many('xl', verbs)
+            results = self._run_many('xl', verbs, once)
         except CommandNotFound:
             results = None
         if results is None or any(r.exit == 127 for r in results):
             self.dialect = 'xm'
             try:
-                return self._run_many('xm', verbs)
+                return self._run_many('xm', verbs, once)
             except CommandNotFound:
                 raise ToolstackError('neither xl nor xm found on the host') from None
         self.dialect = 'xl'
         return results
 
-    def _run_many(self, dialect: str, verbs):
-        argvs = [self._argv(dialect, verb) for verb in verbs]
-        if len(argvs) == 1:
-            return [self.runner.run(argvs[0], self.timeout)]
-        return self.runner.run_many(argvs, self.timeout)
+    def _run_many(self, dialect: str, verbs, meanwhile):
+        return self.runner.run_many([self._argv(dialect, verb) for verb in verbs],
+                                    self.timeout, meanwhile=meanwhile)
 
     def _check(self, verb, result):
         if result.exit != 0:
@@ -227,10 +231,11 @@ class Toolstack:
     def info(self) -> HostInfo:
         return parse_info(self._checked('info').out)
 
-    def list_and_info(self) -> tuple[list[Domain], HostInfo]:
+    def list_and_info(self, meanwhile=None) -> tuple[list[Domain], HostInfo]:
         """`list` and `info` run at the same time: the wait is the slower of the two."""
         verbs = (('list',), ('info',))
-        listed, info = (self._check(v, r) for v, r in zip(verbs, self.run_many(*verbs)))
+        listed, info = (self._check(v, r) for v, r in
+                        zip(verbs, self.run_many(*verbs, meanwhile=meanwhile)))
         return parse_list(listed.out), parse_info(info.out)
 
     def create(self, config: str):
