@@ -91,6 +91,18 @@ def test_dom0_handler_ignores_soft_and_recovery(clab):
     assert (r.rc, r.first) == (3, "xenha: refused: state type must be HARD or SOFT, not 'HARDLY'")
 
 
+def test_handler_without_a_usable_state_database_refuses_saying_why(clab, tmp_path):
+    blocker = tmp_path / 'not-a-dir'
+    blocker.write_text('')
+    text = cluster.inventory_path(clab).read_text()
+    old = next(l for l in text.splitlines() if l.startswith('state_db'))
+    inv = tmp_path / 'cluster.toml'
+    inv.write_text(text.replace(old, f'state_db = "{blocker}/state.db"'))
+    r = run('handle_dom0_event', '--inventory', inv, 'dom0-1', 'DOWN', 'HARD', '3')
+    assert (r.rc, r.first) == (3, f'xenha: refused: cannot open the state database '
+                                  f'{blocker}/state.db: not a directory: {blocker}')
+
+
 def test_dom0_handler_returns_at_once_and_the_job_fails_over(clab):
     inv = cluster.inventory_path(clab)
     dom0.power(clab, 'dom0-1', on=False)

@@ -51,10 +51,18 @@ def handle(kind: str, doc: str, job_argv, argv=None) -> int:
     except inventory.InventoryError as exc:
         print(f'xenha: refused: inventory unusable: {exc.errors[0]}')
         return 3
-    from xenha.state import StateDB
+    from xenha.state import StateDB, StateDBError
     subject = {'host': 'dom0', 'service': 'domu'}[kind]
     known = cluster.dom0s if kind == 'host' else cluster.domus
-    with StateDB(cluster.defaults.state_db) as db:
+    try:
+        db = StateDB(cluster.defaults.state_db)
+    except StateDBError as exc:
+        # no journal to write to: Nagios' event log and stderr are all there is
+        print(f'xenha: refused: {exc}')
+        print(f'xenha: refused {args.name} {args.state} {args.state_type}: {exc}',
+              file=sys.stderr)
+        return 3
+    with db:
         if args.name not in known:
             msg = f'{args.name} is not a {subject} of {args.inventory}: ignored'
             db.journal('event', msg, 'warning', **{subject: args.name})
