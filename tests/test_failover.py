@@ -70,6 +70,12 @@ def test_dry_run_changes_nothing(clab):
         '  spare dom0-3: 6911 MiB usable',
         '  db1 (1024 MiB, priority 20) -> dom0-3', '  web1 (512 MiB, priority 10) -> dom0-3']
     assert placement(clab) == before and dom0.powered(clab, 'dom0-1')
+    # a configuration smell of the fence chain is said in the plan (and the journal)
+    pw = clab.info['bmc']['dom0-1']['password_file']
+    os.chmod(pw, 0o644)
+    lines = engine(clab).failover('dom0-1', dry_run=True).message.splitlines()
+    assert lines[2] == (f'  fence WARNING: agent fence_ipmilan: password file {pw} is '
+                        'readable by everyone (chmod 600 or 640)')
 
 
 def test_several_dom0s_fail_at_once(clab):

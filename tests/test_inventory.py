@@ -268,6 +268,14 @@ CASES = {
         ('ip = "127.0.10.13"', 'ip = "127.0.10.13", action = "reboot"',
          ["cluster.toml:12: [dom0.spare-1] fencing[0] action = 'reboot': set by xenha at "
           "fencing time (off, then status): remove it"]),
+    'fence option that would leak the password':
+        ('ip = "127.0.10.13"', 'ip = "127.0.10.13", verbose = true',
+         ["cluster.toml:12: [dom0.spare-1] fencing[0] verbose = True: refused (agents log "
+          "the password at this level): fencing would fail with it when this dom0 dies"]),
+    'fence option with a line break':
+        ('ip = "127.0.10.13"', 'ip = "127.0.10.13\\naction=reboot"',
+         ["cluster.toml:12: [dom0.spare-1] fencing[0] ip = '127.0.10.13\\naction=reboot': "
+          "a fence agent option may not contain a line break"]),
     'key of the other target kind':
         ('lun = 1', 'lun = 1\nshelf = 4',
          ["cluster.toml:23: [target.disk1] shelf = 4: not used by an 'iscsi' target"]),

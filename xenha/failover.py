@@ -69,10 +69,12 @@ class Plan:
     already: dict = field(default_factory=dict)    # domU -> host it already runs on
     free: dict = field(default_factory=dict)       # host -> bytes usable before placing
     listings: dict = field(default_factory=dict)   # host -> its domains at the last look
+    fence_problems: list = field(default_factory=list)  # configuration smells, said aloud
 
     def describe(self, cluster: Cluster) -> list[str]:
         lines = [f'failover plan for {self.dom0}',
                  f'  fence: {" -> ".join(self.fencing) or "(none configured)"}']
+        lines += [f'  fence WARNING: {p}' for p in self.fence_problems]
         for host, free in self.free.items():
             lines.append(f'  spare {host}: {free // MiB} MiB usable')
         for u in sorted(self.victims, key=lambda u: (-u.priority, -u.memory, u.name)):
@@ -211,7 +213,9 @@ class Engine:
         usually already over.
         """
         failed = self.cluster.dom0s[dom0]
-        plan = Plan(dom0, [fencing.label(m) for m in failed.fencing])
+        plan = Plan(dom0, [fencing.label(m) for m in failed.fencing],
+                    fence_problems=[f'{fencing.label(m)}: {p}' for m in failed.fencing
+                                    for p in fencing.problems(m)])
         others = [h for h in self.cluster.dom0s.values() if h.name != dom0]
         looked_at, listings = first_look or self.look(dom0)
         wait = self.recheck_delay - (time.monotonic() - looked_at)

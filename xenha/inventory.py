@@ -558,12 +558,19 @@ class _Validator:
         if agent is not None and not re.fullmatch(r'fence_[A-Za-z0-9_]+|/\S+', agent):
             self.error(s, name, 'agent', "not a fence agent (a 'fence_*' name or an "
                        'absolute path)', agent, sub=sub)
+        from xenha.fencing import REFUSED_PARAMS   # what fencing would refuse at failover
         params = []
         for key in [k for k in m if k not in INLINE_SECRETS]:
             value = m.pop(key)
             if key == 'action':
                 self.error(s, name, key, 'set by xenha at fencing time (off, then '
                            'status): remove it', value, sub=sub)
+            elif key in REFUSED_PARAMS:
+                self.error(s, name, key, f'refused ({REFUSED_PARAMS[key]}): fencing '
+                           'would fail with it when this dom0 dies', value, sub=sub)
+            elif isinstance(value, str) and ('\n' in value or '\r' in value):
+                self.error(s, name, key, 'a fence agent option may not contain a line '
+                           'break', value, sub=sub)
             elif not re.fullmatch(r'[a-z][a-z0-9_-]*', key):
                 self.error(s, name, key, 'not a fence agent option name', value, sub=sub)
             elif isinstance(value, bool):
