@@ -25,6 +25,7 @@ def test_good_file_loads_to_exact_values():
         known_hosts='/etc/xenha/known_hosts', sudo=True, dom0_reserve=1536 * MiB,
         timeout=7.0, state_db='/tmp/xenha-test/state.db', max_restart=2,
         restart_window=1800.0, dedupe_window=300.5, create_parallel=8,
+        split_brain_recheck=2.5,
         nagios_command_file='/tmp/xenha-test/nagios.cmd', cluster_host='cluster',
         failover_service='xen failover', allow_active_as_target=True)
     ipmi = FenceMethod('agent', 'fence_ipmilan',
@@ -182,8 +183,9 @@ CASES = {
         ('toolstack = "xl"', 'colour = "blue"',
          ["cluster.toml:2: [defaults] colour: unknown key (valid: allow_active_as_target, "
           "cluster_host, create_parallel, dedupe_window, dom0_reserve, failover_service, "
-          "known_hosts, max_restart, nagios_command_file, restart_window, ssh_key, "
-          "ssh_port, ssh_user, state_db, sudo, timeout, toolstack, toolstack_command)"]),
+          "known_hosts, max_restart, nagios_command_file, restart_window, "
+          "split_brain_recheck, ssh_key, ssh_port, ssh_user, state_db, sudo, timeout, "
+          "toolstack, toolstack_command)"]),
     'unknown section':
         ('[storage.san-1]', '[storages.x]\n[storage.san-1]',
          ["cluster.toml:14: [storages]: unknown section (did you mean 'storage'?)"]),
@@ -268,6 +270,9 @@ CASES = {
         ('ip = "127.0.10.13"', 'ip = "127.0.10.13", action = "reboot"',
          ["cluster.toml:12: [dom0.spare-1] fencing[0] action = 'reboot': set by xenha at "
           "fencing time (off, then status): remove it"]),
+    'split-brain re-check too short to see a reboot':
+        ('toolstack = "xl"', 'toolstack = "xl"\nsplit_brain_recheck = 0.1',
+         ["cluster.toml:3: [defaults] split_brain_recheck = 0.1: must be between 0.5 and 60"]),
     'fence option that would leak the password':
         ('ip = "127.0.10.13"', 'ip = "127.0.10.13", verbose = true',
          ["cluster.toml:12: [dom0.spare-1] fencing[0] verbose = True: refused (agents log "
@@ -376,3 +381,12 @@ def test_no_line_when_the_place_cannot_be_found():
     assert e.value.errors == ['cluster.toml: [dom0.d1] fencing: missing (required: a '
                               'list of methods, or "none" written explicitly to run '
                               'without fencing)']
+
+
+def test_engine_takes_the_split_brain_recheck_from_the_inventory(tmp_path):
+    from xenha.failover import Engine
+    from xenha.state import StateDB
+    c = load(FIXTURES / 'good.toml')
+    with StateDB(tmp_path / 's.db') as db:
+        assert Engine(c, db).recheck_delay == 2.5
+        assert Engine(c, db, recheck_delay=0.1).recheck_delay == 0.1   # tests, chaos

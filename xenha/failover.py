@@ -93,7 +93,7 @@ class Plan:
 class Engine:
     def __init__(self, cluster: Cluster, db: StateDB | None = None, *,
                  say=None, confirm_probes: int = 2, probe_interval: float = 0.25,
-                 recheck_delay: float = 1.0, create_timeout: float = 60.0,
+                 recheck_delay: float | None = None, create_timeout: float = 60.0,
                  one_at_a_time: bool = False):
         self.cluster = cluster
         self.d = cluster.defaults
@@ -102,7 +102,9 @@ class Engine:
         self.say = say or (lambda text: None)
         self.confirm_probes = confirm_probes
         self.probe_interval = probe_interval
-        self.recheck_delay = recheck_delay
+        # the guard's two looks (inventory: split_brain_recheck)
+        self.recheck_delay = self.d.split_brain_recheck if recheck_delay is None \
+            else recheck_delay
         self.create_timeout = create_timeout
         # the benchmark's baseline: one host, one domU at a time, each verified
         # before the next (what a shell-script failover does)

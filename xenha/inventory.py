@@ -69,6 +69,7 @@ class Defaults:
     restart_window: float = 3600
     dedupe_window: float = 600
     create_parallel: int = 4
+    split_brain_recheck: float = 1.0          # seconds between the guard's two looks
     nagios_command_file: str | None = None
     cluster_host: str = 'xen-cluster'
     failover_service: str = 'failover'
@@ -386,8 +387,9 @@ class _Validator:
             return None if default is _MISSING else default
         return value
 
-    def int_range(self, table, section, name, key, lo, hi, default=_MISSING):
-        value = self.take(table, section, name, key, 'int', default)
+    def int_range(self, table, section, name, key, lo, hi, default=_MISSING,
+                  kind='int'):
+        value = self.take(table, section, name, key, kind, default)
         if value is not None and not lo <= value <= hi:
             self.error(section, name, key, f'must be between {lo} and {hi}', value)
             return None if default is _MISSING else default
@@ -471,6 +473,8 @@ class _Validator:
                                     d.dedupe_window),
             create_parallel=self.int_range(t, s, None, 'create_parallel', 1, 256,
                                            d.create_parallel),
+            split_brain_recheck=self.int_range(t, s, None, 'split_brain_recheck', 0.5, 60,
+                                               d.split_brain_recheck, kind='number'),
             nagios_command_file=self.take(t, s, None, 'nagios_command_file', 'str', None),
             cluster_host=self.take(t, s, None, 'cluster_host', 'str', d.cluster_host),
             failover_service=self.take(t, s, None, 'failover_service', 'str',
