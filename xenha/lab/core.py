@@ -53,6 +53,22 @@ class Proc:
     log: str | None = None
 
 
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _exit_cleanly_on_termination() -> None:
+    """SIGTERM/SIGHUP (timeout(1), a closed terminal, kill) become SystemExit, so
+    the owner's `finally: lab.down()` runs instead of leaving the lab's daemons
+    behind.  Only where nobody set a handler, and only from the main thread."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _raise_exit)
+
+
 class Lab:
     """One lab instance.  Use as a context manager, or call `down()`."""
 
@@ -75,6 +91,8 @@ class Lab:
             (self.dir / 'procs').mkdir(exist_ok=True)
             self.save()
             (CLAIMS / str(self.block) / 'dir').write_text(str(self.dir))
+        _exit_cleanly_on_termination()
+
 
     # -- identity ------------------------------------------------------------
     @staticmethod
