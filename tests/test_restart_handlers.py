@@ -45,6 +45,20 @@ def test_after_max_restart_it_is_relocated(clab):
     assert placement(clab)['mail1'] == ['dom0-3']
 
 
+def test_no_restart_in_place_while_its_dom0_is_being_failed_over(clab):
+    crash(clab, 'dom0-2', 'mail1')
+    e = engine(clab)
+    lease = e.db.take_lease('dom0-2', 'a-failover-job')
+    with lease:
+        r = restart(engine(clab), 'mail1')
+    assert (r.result, r.message) == (
+        'noop', 'a failover of dom0-2, where mail1 ran, is running: it handles mail1')
+    states = {d['name']: d['state'] for d in xensim.read(dom0.state_dir(clab, 'dom0-2'))['domains']}
+    assert states['mail1'] == 'crashed'                 # untouched
+    r = restart(engine(clab), 'mail1')                   # the lease is gone: it may act
+    assert (r.result, r.message) == ('ok', 'mail1 restarted on dom0-2 (restart 1 of 2 in 3600s)')
+
+
 def test_running_domu_is_not_restarted(clab):
     r = restart(engine(clab), 'web1')
     assert (r.result, r.message) == ('noop', 'web1 already runs on dom0-1 (blocked): nothing to do')

@@ -49,3 +49,25 @@ def test_creates_run_side_by_side_without_autoballoon(host):
 
 def test_autoballoon_serializes_creates_like_var_lock_xl(host):
     assert _two_creates(host, True, 'ser') >= 2 * DELAY
+
+
+def test_a_powered_off_host_runs_nothing_even_a_late_command(host):
+    """The lab's power-off: a session that forks while sshd dies must not create a
+    guest on a dark host (seen once in the soak as a split brain)."""
+    lab = host
+    state = dom0.state_dir(lab, 'dom0-1')
+    xensim.update(state, create_delay=0, autoballoon=False)
+    cfg = lab.dir / 'late.cfg'
+    cfg.write_text('name = "late"\nmemory = 128\n')
+    xl = str(Path(lab.info['hosts']['dom0-1']['bin']) / 'xl')
+    env = dom0.env_for(lab, 'dom0-1')
+    xensim.power_off(state)
+    try:
+        for argv in ([xl, 'create', str(cfg)], [xl, 'list']):
+            r = subprocess.run(argv, env=env, capture_output=True, text=True)
+            assert (r.returncode, r.stdout) == (255, '')
+        assert 'late' not in {d['name'] for d in xensim.read(state)['domains']}
+    finally:
+        xensim.power_on(state)
+    r = subprocess.run([xl, 'create', str(cfg)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0

@@ -449,8 +449,10 @@ class Engine:
         lease = self.db.take_lease(dom0, self.job)
         if lease is None:
             report.result = 'noop'
-            report.message = (f'a failover of {dom0} is already running '
-                              f'(job {self.db.lease_holder(dom0)}): nothing more to do')
+            holder = self.db.lease_holder(dom0)
+            report.message = (f'a failover of {dom0} is already running'
+                              + (f' (job {holder})' if holder else '')
+                              + ': nothing more to do')
             self.log('lease', report.message, dom0=dom0)
             return report
         started = time.monotonic()

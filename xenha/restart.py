@@ -75,6 +75,10 @@ def _restart(engine: Engine, u, report: Report, why: str) -> None:
     if isinstance(listings.get(host), Exception):
         return _end(engine, report, 'noop', f'{host}, where {u.name} ran, does not answer '
                     f'({listings[host]}): its failover handles {u.name}')
+    if engine.db.lease_held(host):
+        # its failover fences the host and moves the domU: acting on it now is in the way
+        return _end(engine, report, 'noop', f'a failover of {host}, where {u.name} ran, '
+                    f'is running: it handles {u.name}')
     dom0 = c.dom0s[host]
     # storage first: a guest on a dead disk only crashes again
     ready = engine.attach(dom0, c.targets_of(u))

@@ -168,6 +168,22 @@ class StateDB:
         return Lease(self, name, job, fd)
 
 
+    def lease_held(self, name: str) -> bool:
+        """Is the lease taken right now (by any process or thread)?"""
+        import fcntl
+        try:
+            fd = os.open(_lease_path(self.path, name), os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
     def lease_holder(self, name: str) -> str | None:
         row = self.one('SELECT job FROM lease WHERE dom0 = ?', (name,))
         return row[0] if row else None

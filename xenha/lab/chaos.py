@@ -51,9 +51,8 @@ def reset(lab: Lab, seed: int) -> None:
     """Every host on, no fault, guests back home, a fresh state database."""
     for host in lab.info['hosts']:
         dom0.resume(lab, host)
+        xensim.power_off(dom0.state_dir(lab, host))   # clears guests and faults
         dom0.power(lab, host, on=True)
-        sd = dom0.state_dir(lab, host)
-        xensim.power_off(sd)        # clears guests and faults
         bmc.set_fault(lab, host, None)
         if not lab.alive(f'bmc-{host}'):
             bmc.start(lab, host)

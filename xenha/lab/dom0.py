@@ -169,11 +169,14 @@ def power(lab: Lab, name: str, on: bool) -> None:
         return _qemu(lab, name).power(lab, name, on)
     host = lab.info['hosts'][name]
     if on:
+        xensim.power_on(host['state_dir'])
         if not lab.alive(f'sshd-{name}'):
             start(lab, name)
     else:
-        lab.stop(f'sshd-{name}')
+        # the toolstack goes dark first: a session sshd forks while dying must
+        # find nothing to run
         xensim.power_off(host['state_dir'])
+        lab.stop(f'sshd-{name}')
         if 'storage' in lab.info:     # its iSCSI sessions drop, without a logout
             from xenha.lab import initiators
             initiators.host_down(lab, name)

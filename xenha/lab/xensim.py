@@ -95,10 +95,17 @@ def set_domain_state(state_dir, name: str, new: str) -> None:
 
 
 def power_off(state_dir) -> None:
-    """The host lost power: every guest is gone with it."""
+    """The host lost power: every guest is gone with it, and until power_on the
+    toolstack runs nothing (a command that was already on its way when the
+    lights went out must not create a guest on a dark host)."""
     with _locked(state_dir, write=True) as state:
         state['domains'] = [d for d in state['domains'] if d['id'] == 0]
         state['fault'] = None
+        state['power'] = 'off'
+
+
+def power_on(state_dir) -> None:
+    update(state_dir, power='on')
 
 
 def update(state_dir, **fields) -> None:
@@ -340,6 +347,8 @@ def _create(state_dir, dialect: str, args: list[str]) -> int:
 
 def _build(state_dir, dialect, path, cfg, name, mem, vcpus) -> int:
     with _locked(state_dir, write=True) as state:
+        if state.get('power') == 'off':
+            return _POWERED_OFF
         delay = state.get('create_delay', 0.0)
         domid = state['next_id']
         state['next_id'] += 1        # a failed create uses up its domain id too
@@ -381,6 +390,9 @@ def _build(state_dir, dialect, path, cfg, name, mem, vcpus) -> int:
     return 0
 
 
+_POWERED_OFF = 255   # what ssh returns when the connection dies under it
+
+
 def main(dialect: str, argv: list[str]) -> int:
     state_dir = os.environ.get('XENSIM_STATE')
     if not state_dir or not os.path.exists(os.path.join(state_dir, 'state.json')):
@@ -388,7 +400,10 @@ def main(dialect: str, argv: list[str]) -> int:
             return _err("Can't find hypervisor information in sysfs!")
         return _err('Error: Unable to connect to xend: No such file or directory. '
                     'Is xend running?')
-    fault = read(state_dir).get('fault')
+    state = read(state_dir)
+    if state.get('power') == 'off':
+        return _POWERED_OFF
+    fault = state.get('fault')
     if fault == 'hang':
         _hang(state_dir)
         fault = read(state_dir).get('fault')
