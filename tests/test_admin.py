@@ -3,7 +3,7 @@
 
 import pytest
 
-from conftest import cluster_lab, run
+from conftest import cluster_lab, run, ssh_args
 from xenha.lab import cluster, dom0, xensim
 
 
@@ -31,6 +31,31 @@ def test_domu_cluster_mode_ok_missing_and_split_brain(lab, inv):
                                       'dom0-1 and dom0-2 | hosts=2;;;0')
     finally:
         with xensim._locked(sd2, write=True) as state:   # undo for the next tests
+            state['domains'] = [d for d in state['domains'] if d['name'] != 'web1']
+
+
+def test_a_fenced_dom0s_cached_listing_is_no_split_brain(lab, inv):
+    """While a failover starts web1 on the spare, the fenced dom0's cached
+    listing still shows it: that is not a split brain."""
+    from xenha.state import StateDB
+    sd3 = dom0.state_dir(lab, 'dom0-3')
+    xensim.add_domain(sd3, 'web1', 512)
+    try:
+        for h in ('dom0-1', 'dom0-2', 'dom0-3'):
+            assert run('check_xen_host', *ssh_args(lab, h)).rc == 0   # the cache
+        args = ('check_xen_domu', '--cluster', inv, '--domain', 'web1', '--max-age', '60')
+        r = run(*args)
+        assert (r.rc, r.first) == (2, 'XEN_DOMU CRITICAL - split brain: web1 runs on '
+                                      'dom0-1 and dom0-3 | hosts=2;;;0')
+        with StateDB(lab.dir / 'state.db') as db:
+            db.record_fenced(lab.info['hosts']['dom0-1']['address'])
+        r = run(*args)
+        assert (r.rc, r.status.split(' (cached')[0]) == (
+            0, 'XEN_DOMU OK - web1 is blocked on dom0-3')
+    finally:
+        with StateDB(lab.dir / 'state.db') as db:
+            db.execute('DELETE FROM fenced')
+        with xensim._locked(sd3, write=True) as state:
             state['domains'] = [d for d in state['domains'] if d['name'] != 'web1']
 
 

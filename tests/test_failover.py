@@ -118,6 +118,9 @@ def test_hung_dom0_is_powered_off_by_its_bmc(clab):
     assert fence[0].startswith('agent fence_ipmilan: confirmed: fence_ipmilan: powered '
                                'off, status confirms off')
     assert not dom0.powered(clab, 'dom0-1')
+    # the checks stop believing its cached listing from now on
+    fenced = engine(clab).db.fenced_hosts()
+    assert list(fenced) == [clab.info['hosts']['dom0-1']['address']]
     assert placement(clab)['db1'] == ['dom0-3']
 
 

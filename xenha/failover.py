@@ -499,6 +499,10 @@ class Engine:
         report.steps.append(('fence', time.monotonic() - t))
         if not outcome.ok:
             return self._end(report, 'failed', outcome.message)
+        if not outcome.skipped:
+            # the checks stop trusting its cached listing (no false split brain
+            # while its guests start elsewhere); victims still come from it
+            self.db.record_fenced(failed.address)
         # one placement at a time across jobs: two failovers must not both
         # count the same spare memory
         placement_lease = self.db.take_lease('placement', self.job, wait=300)

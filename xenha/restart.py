@@ -55,6 +55,16 @@ def _restart(engine: Engine, u, report: Report, why: str) -> None:
         for dom in doms:
             if dom.name == u.name and dom.state.present:
                 where_present[host] = dom
+    # a failover of its home, of where it was last seen, or of where it is now
+    # (being created: paused for a moment) handles it: acting now is in the way
+    by_addr = {h.address: h.name for h in c.dom0s.values()}
+    involved = {u.home, *where_present, *(
+        by_addr.get(l.host, l.host) for l in engine.db.listings()
+        if any(r['name'] == u.name for r in l.domains))}
+    busy = sorted(h for h in involved if h in c.dom0s and engine.db.lease_held(h))
+    if busy:
+        return _end(engine, report, 'noop', f'a failover of {busy[0]} is running: '
+                    f'it handles {u.name}')
     healthy = [h for h, dom in where_present.items() if dom.state.healthy]
     if len(where_present) > 1:
         return _end(engine, report, 'failed', f'{u.name} is on {" and ".join(where_present)}: '
@@ -75,10 +85,6 @@ def _restart(engine: Engine, u, report: Report, why: str) -> None:
     if isinstance(listings.get(host), Exception):
         return _end(engine, report, 'noop', f'{host}, where {u.name} ran, does not answer '
                     f'({listings[host]}): its failover handles {u.name}')
-    if engine.db.lease_held(host):
-        # its failover fences the host and moves the domU: acting on it now is in the way
-        return _end(engine, report, 'noop', f'a failover of {host}, where {u.name} ran, '
-                    f'is running: it handles {u.name}')
     dom0 = c.dom0s[host]
     # storage first: a guest on a dead disk only crashes again
     ready = engine.attach(dom0, c.targets_of(u))

@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS failover (
     finished  REAL,
     result    TEXT               -- ok | partial | refused | failed
 );
+CREATE TABLE IF NOT EXISTS fenced (
+    host      TEXT PRIMARY KEY,   -- as in listing.host: the dom0's address
+    at        REAL NOT NULL       -- fencing confirmed: nothing runs there since
+);
 CREATE TABLE IF NOT EXISTS restart (
     domu      TEXT NOT NULL,
     at        REAL NOT NULL
@@ -97,7 +101,8 @@ class StateDB:
         if self.db.execute('PRAGMA journal_mode').fetchone()[0] != 'wal':
             self.db.execute('PRAGMA journal_mode = WAL')
         self.db.execute('PRAGMA synchronous = NORMAL')
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='journal'").fetchone():
+        # the newest table: a database from before it gets the rest IF NOT EXISTS
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='fenced'").fetchone():
             self.db.executescript(SCHEMA)
         self._lock = threading.Lock()   # the engine's threads share one connection
 
@@ -133,6 +138,13 @@ class StateDB:
     def listing(self, host: str) -> Listing | None:
         row = self.one('SELECT * FROM listing WHERE host = ?', (host,))
         return _listing(row) if row else None
+
+    def record_fenced(self, host: str, at: float | None = None) -> None:
+        """`host` (its address) was fenced: what its listing says no longer runs."""
+        self.execute('INSERT OR REPLACE INTO fenced VALUES (?,?)', (host, at or time.time()))
+
+    def fenced_hosts(self) -> dict[str, float]:
+        return dict(self.execute('SELECT host, at FROM fenced'))
 
     def listings(self) -> list[Listing]:
         return [_listing(r) for r in

@@ -32,6 +32,7 @@ class XenDomU(nagiosplugin.Resource):
     def __init__(self, args):
         self.args = args
         self.places = []
+        self.fenced = {}      # dom0 address -> when it was fenced (state cache)
 
     @property
     def name(self):
@@ -66,6 +67,10 @@ class XenDomU(nagiosplugin.Resource):
     def look(self, label, key, runner_factory, ts_opts, cache):
         if cache is not None and key is not None:
             listing = cache.get(key)
+            if listing is not None and self.fenced.get(key, 0) > listing.taken_at:
+                # fenced since: whatever the listing says, nothing runs there now
+                _log.info('%s: fenced after its cached listing', label)
+                return Place(label, age=listing.age())
             if listing is not None and listing.age() <= self.args.max_age:
                 _log.info('%s: cached listing, %.0fs old', label, listing.age())
                 for d in listing.domains:
@@ -116,6 +121,7 @@ class XenDomU(nagiosplugin.Resource):
         from xenha.state import StateDB
         try:
             with StateDB(self.state_db) as db:
+                self.fenced = db.fenced_hosts()
                 return {l.host: l for l in db.listings()}
         except Exception as exc:  # noqa: BLE001 - no cache: fall back to SSH
             _log.warning('state cache unreadable (%s): asking the dom0s', exc)
