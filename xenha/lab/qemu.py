@@ -47,14 +47,16 @@ UPLINK_MAC = '52:54:00:12:34:56'   # the same on every host: slirp is per QEMU
 RSS_MB = MEMORY_MB
 BOOT_TIMEOUT = 240      # seconds from QEMU start to an SSH login (TCG on a busy host)
 # The inventory's [timing] for emulated dom0s.  Measured on 2 CPUs with two of
-# them up (xenha demo --xen qemu, Nagios' check_execution_time; SSH phases
-# probed with paramiko): banner + key exchange median 0.6-0.9 s, but up to 3.4 s
-# while guests boot and 16 s in a burst of ten sessions; host checks median
-# 4.4 s, max 13.6 s; "xen host" service max 15.3 s (the spare busy with `xl
-# create`).  The SSH connect, banner and authentication each get 0.4 * (-t -
-# 0.5) s, at most 10 (xenha.runner): so the host check gets 25 s (9.8 s per
-# phase, 1.8x the slowest host check seen), the services 40 s (10 s per phase,
-# 2.6x).  domu_max_age 10: a powered-off dom0's cached listing must expire
+# them up, the machine also running other tests (load 1.5-4.7): SSH banner +
+# key exchange (paramiko, every 2 s) median 0.6-0.9 s, up to 3.4 s while the
+# guests boot and 16 s in a burst of ten sessions; in `xenha demo --xen qemu`
+# (Nagios' check_execution_time, 3 runs) host checks median 4.4-6.6 s, max
+# 16.1 s, the "xen host" service max 19.1 s (the spare busy with `xl create`).
+# The SSH connect, banner and authentication each get 0.4 * (-t - 0.5) s, at
+# most 10 (xenha.runner): the host check gets 25 s (9.8 s per phase, 1.5x the
+# slowest host check seen), the services 40 s (10 s per phase, 2.1x), the
+# capacity check (every dom0 in turn) 60 s.  domu_max_age 10: a powered-off
+# dom0's cached listing must expire
 # before the engine creates its guests on the spare, or check_xen_domu sees
 # each guest on both ("split brain") while `xl create` builds it (11-30 s
 # here); that is at least 16.5 s after the power-off (10 s to HARD DOWN, then
