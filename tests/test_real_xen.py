@@ -33,7 +33,9 @@ def test_the_demo_on_real_xen(tmp_path):
     """`xenha demo --xen qemu`, run as a user runs it (before the module's own
     cluster is up: two QEMU machines at a time).  The lab's [timing] for
     emulated dom0s gets Nagios to all OK, and the story to its end without a
-    false "split brain" while `xl create` builds the guests on the spare."""
+    false "split brain" while `xl create` builds the guests on the spare.
+    About 3 minutes (2:45-4:00 seen, the machine shared): slow, as the whole
+    module; `-m 'not slow'` leaves it out."""
     import subprocess
     from conftest import command, demo_story
     t = time.monotonic()
