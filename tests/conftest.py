@@ -57,6 +57,16 @@ def lab():
 
 
 @pytest.fixture
+def lab_dir(tmp_path):
+    """Where a demo under test puts its lab; whatever it leaves there is taken down."""
+    d = tmp_path / 'lab'
+    yield d
+    if (d / 'lab.json').exists():
+        from xenha.lab.core import Lab
+        Lab.load(d).down()
+
+
+@pytest.fixture
 def dom0s(lab):
     """Three simulated dom0s (dom0-1, dom0-2, dom0-3) on real sshds."""
     from xenha.lab import dom0

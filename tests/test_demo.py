@@ -84,12 +84,48 @@ def test_demo_qemu_on_a_machine_without_qemu_exits_2(tmp_path):
         2, '', f'xenha demo: cannot run real-Xen dom0s here: {NO_QEMU}\n')
 
 
-def test_the_demo_on_simulated_dom0s(tmp_path):
+def test_the_demo_on_simulated_dom0s(tmp_path, lab_dir):
     """`xenha demo` on a machine without QEMU: the simulator, said on the first
     line, and the whole story to the end."""
     env = dict(os.environ, PATH=path_without(tmp_path, 'qemu-system-x86_64'))
-    r = subprocess.run([command('xenha'), 'demo', '--dir', str(tmp_path / 'lab')],
+    r = subprocess.run([command('xenha'), 'demo', '--dir', str(lab_dir)],
                        capture_output=True, text=True, env=env, timeout=300)
     recovered = demo_story(r, f'xenha demo: simulated dom0s: {NO_QEMU}', 3 + 4 + 4 + 1, 15,
                            'dom0-1', {'db1': 'dom0-3', 'web1': 'dom0-3'})
     print(f'\nsim demo: recovered {recovered}s after the power-off')
+
+
+def started_demo(tmp: Path, until: str):
+    """`xenha demo --xen sim` running, its output read up to the line `until`."""
+    proc = subprocess.Popen([command('xenha'), 'demo', '--xen', 'sim', '--dir',
+                             str(tmp / 'lab')], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.startswith(until):
+            return proc
+    proc.wait(timeout=60)
+    raise AssertionError(f'the demo ended ({proc.returncode}) before {until!r}')
+
+
+def lab_gone(tmp: Path) -> bool:
+    ps = subprocess.run(['ps', '-eo', 'args'], capture_output=True, text=True).stdout
+    return not (tmp / 'lab').exists() and str(tmp / 'lab') not in ps
+
+
+def test_a_reader_that_goes_away_does_not_leave_the_lab_up(tmp_path, lab_dir):
+    """`xenha demo | head`: the next line written fails, the lab goes down all
+    the same."""
+    proc = started_demo(tmp_path, '== every check')
+    proc.stdout.close()
+    assert proc.wait(timeout=120) != 0
+    assert lab_gone(tmp_path)
+
+
+def test_sigterm_takes_the_lab_down(tmp_path, lab_dir):
+    import signal
+    proc = started_demo(tmp_path, '== Nagios')
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert out.rstrip().endswith('lab down, nothing left'), out[-1000:]
+    assert lab_gone(tmp_path)

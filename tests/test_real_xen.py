@@ -29,7 +29,7 @@ def say(text):
     print(f'[real-xen {time.strftime("%H:%M:%S")}] {text}', flush=True)
 
 
-def test_the_demo_on_real_xen(tmp_path):
+def test_the_demo_on_real_xen(lab_dir):
     """`xenha demo --xen qemu`, run as a user runs it (before the module's own
     cluster is up: two QEMU machines at a time).  The lab's [timing] for
     emulated dom0s gets Nagios to all OK, and the story to its end without a
@@ -39,8 +39,8 @@ def test_the_demo_on_real_xen(tmp_path):
     import subprocess
     from conftest import command, demo_story
     t = time.monotonic()
-    r = subprocess.run([command('xenha'), 'demo', '--xen', 'qemu', '--dir',
-                        str(tmp_path / 'lab')], capture_output=True, text=True, timeout=900)
+    r = subprocess.run([command('xenha'), 'demo', '--xen', 'qemu', '--dir', str(lab_dir)],
+                       capture_output=True, text=True, timeout=900)
     took = time.monotonic() - t
     recovered = demo_story(r, 'xenha demo: real Xen 4.17 dom0s under QEMU/TCG (--xen qemu)',
                            2 + 2 + 2 + 1, 9, 'dom0-1', {'web1': 'dom0-2', 'mail1': 'dom0-2'})

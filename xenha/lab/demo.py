@@ -115,8 +115,11 @@ def run(args) -> int:
 
 
 def tell(args, choice: Choice) -> int:
+    import signal
     from xenha.lab import cluster, nagios
     from xenha.state import StateDB
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on)
     say = Narrator()
     if choice.build:
         from xenha.lab import xenimage
@@ -154,10 +157,29 @@ def tell(args, choice: Choice) -> int:
             print(f'\nthe lab stays up in {lab.dir}: xenha lab status --dir {lab.dir}; '
                   f'xenha lab down --dir {lab.dir}')
         else:
-            say.section('tearing the lab down')
+            # down first: a reader that went away (`| head`) must not leave the lab
+            # up, nor a second signal stop the teardown halfway
+            import signal
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
+            _quietly(say.section, 'tearing the lab down')
             problems = lab.down()
-            say('lab down' + (f' with problems: {problems}' if problems else ', nothing left'))
+            _quietly(say, 'lab down' + (f' with problems: {problems}' if problems
+                                        else ', nothing left'))
     return 0
+
+
+def _quietly(say, text: str) -> None:
+    try:
+        say(text)
+    except OSError:         # stdout closed: the teardown goes on
+        pass
+
+
+def _exit_on(signum, _frame) -> None:
+    """SIGTERM / SIGHUP (a closed terminal) end the demo like Ctrl-C: through
+    the `finally` that takes the lab down."""
+    raise SystemExit(128 + signum)
 
 
 def hand_checks(lab, c, say) -> None:
