@@ -56,11 +56,11 @@ BOOT_TIMEOUT = 240      # seconds from QEMU start to an SSH login (TCG on a busy
 # most 10 (xenha.runner): the host check gets 25 s (9.8 s per phase, 1.5x the
 # slowest host check seen), the services 40 s (10 s per phase, 2.1x), the
 # capacity check (every dom0 in turn) 60 s.  domu_max_age 10: a powered-off
-# dom0's cached listing must expire
-# before the engine creates its guests on the spare, or check_xen_domu sees
-# each guest on both ("split brain") while `xl create` builds it (11-30 s
-# here); that is at least 16.5 s after the power-off (10 s to HARD DOWN, then
-# 6.5-11 s measured to confirm, fence, plan and log the spare in).
+# dom0's cached listing must expire before the engine creates its guests on
+# the spare, or check_xen_domu sees each guest on both ("split brain") while
+# `xl create` builds it (11-30 s here); that is at least 16.5 s after the
+# power-off (10 s to HARD DOWN, then 6.5-11 s measured to confirm, fence, plan
+# and log the spare in).
 TIMING = {'dom0_check_timeout': 25, 'check_timeout': 40, 'capacity_timeout': 60,
           'domu_max_age': 10}
 
