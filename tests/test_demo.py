@@ -4,6 +4,7 @@ real-Xen dom0s is in test_real_xen.py."""
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -93,6 +94,25 @@ def test_the_demo_on_simulated_dom0s(tmp_path, lab_dir):
     recovered = demo_story(r, f'xenha demo: simulated dom0s: {NO_QEMU}', 3 + 4 + 4 + 1, 15,
                            'dom0-1', {'db1': 'dom0-3', 'web1': 'dom0-3'})
     print(f'\nsim demo: recovered {recovered}s after the power-off')
+
+
+def test_auto_goes_on_with_the_simulator_when_the_image_cannot_be_built(tmp_path,
+                                                                        lab_dir):
+    """A machine that could run real Xen but whose image cache cannot be
+    created (a file stands where its directory should be): auto says so and
+    tells the story on simulated dom0s."""
+    (tmp_path / 'file').write_text('')
+    env = dict(os.environ, XENHA_IMAGE_CACHE=str(tmp_path / 'file' / 'cache'))
+    if qemu.why_not(dataclasses.replace(qemu.facts(), image=None), 2, build=True):
+        pytest.skip('this machine cannot run real-Xen dom0s anyway')
+    r = subprocess.run([command('xenha'), 'demo', '--dir', str(lab_dir)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    demo_story(r, 'xenha demo: real Xen 4.17 dom0s under QEMU/TCG (--xen auto)',
+               3 + 4 + 4 + 1, 15, 'dom0-1', {'db1': 'dom0-3', 'web1': 'dom0-3'})
+    assert r.stdout.splitlines()[1].endswith(
+        'the dom0 image is built first (about 1.5 minutes, once))')
+    assert re.search(r'\] the image could not be built \(.*\): simulated dom0s instead\n',
+                     r.stdout)
 
 
 def started_demo(tmp: Path, until: str):

@@ -111,10 +111,12 @@ def run(args) -> int:
     if choice.xen == 'qemu':
         print(f'  (this machine can: {choice.why})')
     print(INTRO[choice.xen] + '\n' + COMMON, flush=True)
-    return tell(args, choice)
+    return tell(args, choice, fallback=requested == 'auto')
 
 
-def tell(args, choice: Choice) -> int:
+def tell(args, choice: Choice, fallback: bool = False) -> int:
+    """The story on the dom0s of `choice`; `fallback`: when the real-Xen image
+    cannot be built, the simulator instead (saying so)."""
     import signal
     from xenha.lab import cluster, nagios
     from xenha.state import StateDB
@@ -124,7 +126,13 @@ def tell(args, choice: Choice) -> int:
     if choice.build:
         from xenha.lab import xenimage
         say.section('building the real-Xen dom0 image (once; about 1.5 minutes)')
-        xenimage.build(say=say)
+        try:
+            xenimage.build(say=say)
+        except Exception as exc:  # noqa: BLE001 - auto is best effort: say it, go on
+            if not fallback:
+                raise
+            say(f'the image could not be built ({exc}): simulated dom0s instead')
+            choice = Choice('sim', f'the real-Xen image could not be built: {exc}')
     say.section('bringing the lab up')
     lab = cluster.up(args.dir, xen=choice.xen, say=say)
     try:
@@ -159,7 +167,6 @@ def tell(args, choice: Choice) -> int:
         else:
             # down first: a reader that went away (`| head`) must not leave the lab
             # up, nor a second signal stop the teardown halfway
-            import signal
             for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 signal.signal(sig, signal.SIG_IGN)
             _quietly(say.section, 'tearing the lab down')
