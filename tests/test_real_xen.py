@@ -34,7 +34,7 @@ def test_the_demo_on_real_xen(lab_dir):
     cluster is up: two QEMU machines at a time).  The lab's [timing] for
     emulated dom0s gets Nagios to all OK, and the story to its end without a
     false "split brain" while `xl create` builds the guests on the spare.
-    About 3 minutes (2:45-4:00 seen, the machine shared): slow, as the whole
+    About 3 minutes (2:15-4:00 seen, the machine shared or not): slow, as the whole
     module; `-m 'not slow'` leaves it out."""
     import subprocess
     from conftest import command, demo_story
