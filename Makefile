@@ -37,8 +37,10 @@ venv: $(PY)
 test: deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# XEN=auto (real Xen under QEMU when this machine can run it, else simulated), sim, qemu
+XEN ?= auto
 demo: deps venv
-	$(VENV)/bin/xenha demo
+	$(VENV)/bin/xenha demo --xen $(XEN)
 
 bench: deps venv
 	$(PY) bench/run_all.py

@@ -57,6 +57,16 @@ def lab():
 
 
 @pytest.fixture
+def lab_dir(tmp_path):
+    """Where a demo under test puts its lab; whatever it leaves there is taken down."""
+    d = tmp_path / 'lab'
+    yield d
+    if (d / 'lab.json').exists():
+        from xenha.lab.core import Lab
+        Lab.load(d).down()
+
+
+@pytest.fixture
 def dom0s(lab):
     """Three simulated dom0s (dom0-1, dom0-2, dom0-3) on real sshds."""
     from xenha.lab import dom0
@@ -113,3 +123,30 @@ def journal(lab, job=None):
     from xenha.state import StateDB
     with StateDB(lab.dir / 'state.db') as db:
         return [(r['step'], r['message']) for r in db.journal_rows(job=job)]
+
+
+def demo_story(r, first_line: str, hand_checks: int, nagios_checks: int, dead: str,
+               moved: dict) -> float:
+    """Assert the whole story a `xenha demo` run told (exit 0, first line, every
+    check by hand OK, Nagios all OK, `dead` powered off, fenced, each guest of
+    `moved` back on its new dom0, the lab down); the recovery time it said."""
+    import re
+    out = r.stdout
+    assert r.returncode == 0, out[-4000:] + r.stderr[-2000:]
+    assert out.splitlines()[0] == first_line
+    hand = [line for line in out.splitlines() if '   (exit ' in line]
+    assert len(hand) == hand_checks, hand
+    assert all(line.endswith('(exit 0)') for line in hand), hand
+    assert f'] all {nagios_checks} checks OK in Nagios\n' in out
+    assert (f'\n== pulling the plug: {dead} ({", ".join(moved)}) powered off through its '
+            'BMC\n') in out
+    assert f'Nagios: HOST ALERT: {dead};DOWN;HARD;3;' in out
+    assert 'engine: fence: agent fence_ipmilan: confirmed' in out
+    running = ', '.join(f'{g} on {h}' for g, h in sorted(moved.items()))
+    assert f'engine: end: {dead} failed over: {len(moved)} domUs running: {running}\n' in out
+    places = ', '.join(f'{g} on {h}' for g, h in moved.items())
+    recovered = re.search(rf'Nagios shows every guest of {dead} OK again \({places}\): '
+                          r'recovered (\d+\.\d)s after the power-off', out)
+    assert recovered, out[-4000:]
+    assert out.rstrip().endswith('lab down, nothing left')
+    return float(recovered[1])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from xenha.inventory import (Cluster, Defaults, Dom0, DomU, FenceMethod, InventoryError,
-                             StorageNode, Target, load, loads, parse_size)
+                             StorageNode, Target, Timing, load, loads, parse_size)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'inventory'
@@ -63,6 +63,8 @@ def test_good_file_loads_to_exact_values():
                         'dom0-2.example.org', (), 0, False, 'hvm'),
     }
     assert list(c.domus) == ['web1', 'db1', 'scratch']      # file order is kept
+    # No [timing]: the defaults, with the checks' -t from `timeout = 7`.
+    assert c.timing == Timing(check_timeout=7, dom0_check_timeout=4)
 
 
 def test_cluster_helpers_and_devices():
@@ -326,6 +328,22 @@ CASES = {
         ('address = "127.0.10.13"', 'address = "127.0.10.11"',
          ["cluster.toml:10: [dom0.spare-1] address = '127.0.10.11': also the address of "
           "[dom0.dom0-1]"]),
+    'timing: a value out of range':
+        ('toolstack = "xl"', 'toolstack = "xl"\n\n[timing]\ndom0_retry = 0',
+         ["cluster.toml:5: [timing] dom0_retry = 0: must be between 1 and 86400"]),
+    'timing: not whole seconds':
+        ('toolstack = "xl"', 'toolstack = "xl"\n[timing]\ncheck_timeout = 12.5',
+         ["cluster.toml:4: [timing] check_timeout = 12.5: expected an integer"]),
+    'timing: no attempts':
+        ('toolstack = "xl"', 'toolstack = "xl"\n[timing]\ndom0_attempts = 0',
+         ["cluster.toml:4: [timing] dom0_attempts = 0: must be between 1 and 100"]),
+    'timing: unknown key':
+        ('toolstack = "xl"', 'toolstack = "xl"\n[timing]\ndom0_retries = 3',
+         ["cluster.toml:4: [timing] dom0_retries: unknown key (did you mean "
+          "'dom0_retry'?)"]),
+    'timing: not a table':
+        ('[defaults]', 'timing = 30\n[defaults]',
+         ["cluster.toml:1: [timing] = 30: expected a table"]),
     'TOML syntax error':
         ('lun = 1', 'lun = = 1',
          ["cluster.toml:22: TOML syntax error: Invalid value (at line 22, column 7)"]),
@@ -335,6 +353,27 @@ CASES = {
 @pytest.mark.parametrize('old, new, expected', CASES.values(), ids=list(CASES))
 def test_each_error_has_its_exact_message(old, new, expected):
     assert errors_of(old, new) == expected
+
+
+def test_timing_table_and_its_defaults():
+    # Every key written: taken as is, whatever [defaults] timeout says.
+    keys = {k: i + 1 for i, k in enumerate(Timing.__dataclass_fields__)}
+    table = '\n'.join(f'{k} = {v}' for k, v in keys.items())
+    c = loads(BASE.replace('toolstack = "xl"', f'timeout = 30\n\n[timing]\n{table}'))
+    assert c.timing == Timing(**keys)
+    # None written: the checks' -t is [defaults] timeout rounded up, and the host
+    # check's at most 4 s.
+    assert loads(BASE).timing == Timing()
+    assert loads(BASE.replace('toolstack = "xl"', 'timeout = 2.5')).timing == Timing(
+        check_timeout=3, dom0_check_timeout=3)
+    slow = loads(BASE.replace('toolstack = "xl"', 'timeout = 60\n[timing]\n'
+                              'dom0_check_timeout = 20'))
+    assert (slow.timing.check_timeout, slow.timing.dom0_check_timeout) == (60, 20)
+    # 0 is "none" for the notification delays, not for intervals.
+    quiet = loads(BASE.replace('toolstack = "xl"', 'toolstack = "xl"\n[timing]\n'
+                               'notification_interval = 0\n'
+                               'domu_first_notification_delay = 0')).timing
+    assert (quiet.notification_interval, quiet.domu_first_notification_delay) == (0, 0)
 
 
 def test_several_errors_are_all_reported_in_file_order():

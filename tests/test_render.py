@@ -95,6 +95,73 @@ def test_timing_in_interval_length_units():
     assert 'max_check_attempts              3' in dom0(fast)
 
 
+SLOW = {'dom0_check': 20, 'dom0_retry': 7, 'dom0_attempts': 4, 'dom0_check_timeout': 40,
+        'domu_check': 30, 'domu_retry': 15, 'domu_attempts': 3, 'domu_max_age': 90,
+        'target_check': 45, 'capacity_timeout': 50, 'check_timeout': 70}
+
+
+def slow_example(tmp: Path) -> Path:
+    """The example site with slow hosts: its [timing] table changed."""
+    text = EXAMPLE.read_text()
+    for key, value in SLOW.items():
+        text, n = re.subn(rf'^{key} = \d+$', f'{key} = {value}', text, flags=re.M)
+        assert n == 1, key
+    path = tmp / 'slow.toml'
+    path.write_text(text)
+    return path
+
+
+def test_timing_from_the_inventory(tmp_path):
+    """Every [timing] value lands where it belongs, in both formats; -t beyond
+    the daemons' own limits raises them (else Nagios / Icinga kill the check
+    first and its message is lost).  The default rendering has none of that."""
+    c = load(slow_example(tmp_path))
+    nagios = render(c, 'nagios', Options(interval_length=1))
+    dom0 = nagios['templates.cfg'].split('name                            xenha-dom0')[1][:600]
+    for line in ('max_check_attempts              4', 'check_interval                  20\n',
+                 'retry_interval                  7\n'):
+        assert line in dom0
+    domain = nagios['templates.cfg'].split('xenha-domain\n')[1][:700]
+    for line in ('max_check_attempts              3', 'check_interval                  30\n',
+                 'retry_interval                  15\n'):
+        assert line in domain
+    assert 'check_interval                  45\n' in \
+        nagios['templates.cfg'].split('xenha-target\n')[1]
+    assert '--toolstack-command /usr/sbin/xl --sudo!40\n' in nagios['dom0s.cfg']   # host
+    assert '--toolstack-command /usr/sbin/xl --sudo!70\n' in nagios['dom0s.cfg']   # service
+    cmds = nagios['commands.cfg']
+    assert '--domain $HOSTNAME$ --max-age 90 -t 70\n' in cmds
+    assert '/check_iscsi_target $ARG1$ -t 70\n' in cmds
+    assert '/check_xen_capacity --inventory $USER2$ -t 50\n' in cmds
+    assert nagios['nagios.cfg.example'].endswith(
+        'host_check_timeout=45\nservice_check_timeout=75\n')
+    icinga = render(c, 'icinga2')
+    assert ('  max_check_attempts = 4\n  check_interval = 20s\n  retry_interval = 7s\n'
+            '  event_command = "xenha-dom0-event"\n  vars.xenha_timeout = 40 '
+            in icinga['templates.conf'])
+    assert '  vars.xenha_timeout = 70\n' in icinga['services.conf']
+    assert icinga['commands.conf'].count('  timeout = 75s') == 5
+    assert '  vars.xenha_max_age = 90\n' in icinga['commands.conf']
+
+    default = render(load(EXAMPLE), 'all')
+    assert not any('check_timeout=' in text or 'timeout = 75s' in text or
+                   re.search(r'^  timeout = ', text, re.M) for text in default.values())
+    assert '--toolstack-command /usr/sbin/xl --sudo!4\n' in default['nagios/dom0s.cfg']
+
+
+def test_slow_host_timing_is_accepted_by_nagios_and_icinga2(tmp_path):
+    inventory = slow_example(tmp_path)
+    out = tmp_path / 'objects'
+    assert run_render('--inventory', inventory, '--format', 'all', '--output', out,
+                      '--fast').returncode == 0
+    (tmp_path / 'n').mkdir()
+    v = nagios_verify(tmp_path / 'n', out / 'nagios', 1)
+    assert v.returncode == 0 and 'Total Warnings: 0' in v.stdout, v.stdout
+    (tmp_path / 'i').mkdir()
+    v = icinga_verify(tmp_path / 'i', out / 'icinga2')
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
 def test_nagios_objects_for_the_example():
     files = render(load(EXAMPLE), 'nagios')
     cmds = files['commands.cfg']
@@ -372,7 +439,7 @@ def test_a_real_nagios_runs_the_rendering(tmp_path):
             '[--chap-secret-file] [/etc/xenha/chap-san-1.secret] [-t] [10]') in seen
     assert ('check_aoe_target [--interface] [eth1] [--shelf] [1] [--slot] [2] [-t] [10]'
             in seen)
-    assert f'check_xen_capacity [--inventory] [{tmp_path}/cluster.toml]' in seen
+    assert f'check_xen_capacity [--inventory] [{tmp_path}/cluster.toml] [-t] [20]' in seen
     # From the first failed check to HARD DOWN: at most two 5 s retries (sooner when
     # the failing "xen host" service triggers an on-demand host check).
     times = {m.group(2): int(m.group(1)) for m in re.finditer(

@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_lab)
 
     s = sub.add_parser('demo', help='the lab, a dom0 failure and the recovery, narrated')
+    s.add_argument('--xen', choices=('auto', 'sim', 'qemu'), default='auto',
+                   help='dom0 kind: qemu (real Xen 4.17 under QEMU/TCG, about 3 minutes), '
+                        'sim (sshd + simulated toolstack, about half a minute), or auto '
+                        '(default): qemu when this machine can run it, else sim; the '
+                        'first line says which and why')
     s.add_argument('--keep', action='store_true', help='leave the lab up at the end')
     s.add_argument('--dir', help='lab directory (default: a new temporary one)')
     s.set_defaults(func=cmd_demo)

@@ -7,7 +7,8 @@ line is left out when it cannot be found cheaply), so an operator fixes the file
 in one pass instead of one error per run.
 
 The layout is documented key by key in ``examples/cluster.toml``:
-``[defaults]``, ``[dom0.NAME]``, ``[storage.NAME]``, ``[target.NAME]``, ``[domu.NAME]``.
+``[defaults]``, ``[timing]``, ``[dom0.NAME]``, ``[storage.NAME]``, ``[target.NAME]``,
+``[domu.NAME]``.
 
 Sizes (``memory``, ``dom0_reserve``): a plain number is MiB, as in Xen's own
 ``memory =``; a suffix K, M, G or T (optionally followed by ``iB`` or ``B``) is a
@@ -74,6 +75,40 @@ class Defaults:
     cluster_host: str = 'xen-cluster'
     failover_service: str = 'failover'
     allow_active_as_target: bool = False
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Monitoring timing in seconds: the [timing] table, written by `xenha render`
+    into the Nagios and Icinga 2 objects.  A dead dom0 is HARD DOWN within about
+    dom0_check + (dom0_attempts - 1) * dom0_retry = 20 s, plus each attempt's
+    dom0_check_timeout when it does not even refuse the connection."""
+    # a dom0's host check: up or down
+    dom0_check: int = 10
+    dom0_retry: int = 5
+    dom0_attempts: int = 3
+    dom0_check_timeout: int = 4         # below dom0_retry, so attempts never queue
+    # its "xen host" service
+    dom0_service_check: int = 60
+    dom0_service_retry: int = 15
+    dom0_service_attempts: int = 3
+    # each domU's "xen domain" service
+    domu_check: int = 10
+    domu_retry: int = 5
+    domu_attempts: int = 2
+    domu_max_age: int = 60              # how old a cached listing check_xen_domu trusts
+    domu_first_notification_delay: int = 60   # longer than a failover takes
+    # the storage targets and the cluster's capacity
+    target_check: int = 30
+    target_retry: int = 10
+    target_attempts: int = 3
+    capacity_check: int = 300
+    capacity_retry: int = 60
+    capacity_attempts: int = 2
+    notification_interval: int = 1800
+    # the checks' -t (services; default: [defaults] timeout rounded up)
+    check_timeout: int = 10
+    capacity_timeout: int = 20          # check_xen_capacity's own default
 
 
 @dataclass(frozen=True)
@@ -171,6 +206,7 @@ class Cluster:
     targets: dict[str, Target]
     domus: dict[str, DomU]
     storage: dict[str, StorageNode] = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)
 
     def active(self) -> list[Dom0]:
         return [d for d in self.dom0s.values() if d.role == 'active']
@@ -408,7 +444,7 @@ class _Validator:
 
     # ---- the sections
 
-    SECTIONS = ('defaults', 'dom0', 'storage', 'target', 'domu')
+    SECTIONS = ('defaults', 'timing', 'dom0', 'storage', 'target', 'domu')
 
     def cluster(self, data: dict) -> Cluster:
         for key in data:
@@ -418,6 +454,7 @@ class _Validator:
                 self.errors.append(f'{where}: [{key}]: unknown section'
                                    + _suggest(key, self.SECTIONS))
         defaults = self.defaults(data.get('defaults', {}))
+        timing = self.timing(data.get('timing', {}), defaults)
         dom0s = {n: d for n, d in self.named(data, 'dom0', self.dom0, defaults)}
         storage = {n: s for n, s in self.named(data, 'storage', self.storage_node)}
         targets = {n: t for n, t in self.named(data, 'target', self.target)}
@@ -427,7 +464,7 @@ class _Validator:
             self.errors.append(f'{self.source}: no active dom0: a cluster needs at least '
                                'one [dom0.NAME] with role = "active"')
         self.references(defaults, dom0s, storage, targets, domus)
-        return Cluster(self.source, defaults, dom0s, targets, domus, storage)
+        return Cluster(self.source, defaults, dom0s, targets, domus, storage, timing)
 
     def named(self, data: dict, section: str, build, *extra):
         """Yield (name, object) for each [section.NAME] table.
@@ -487,6 +524,40 @@ class _Validator:
             self.error(s, None, 'cluster_host', "bad name: use letters, digits, '.', "
                        "'_' and '-'", values['cluster_host'])
         return Defaults(**values)
+
+    # [timing] keys by kind: (lowest, highest) whole seconds or attempts
+    TIMING_RANGES = {
+        'interval': (1, 86400), 'attempts': (1, 100), 'timeout': (1, 3600),
+        'delay': (0, 604800),           # 0 means "none" / "notify once" to Nagios
+    }
+
+    @staticmethod
+    def timing_kind(key: str) -> str:
+        if key.endswith('_attempts'):
+            return 'attempts'
+        if key.endswith('_timeout'):
+            return 'timeout'
+        if key in ('domu_first_notification_delay', 'notification_interval'):
+            return 'delay'
+        return 'interval'
+
+    def timing(self, t, d: Defaults) -> Timing:
+        """Every key optional; check_timeout follows [defaults] timeout (rounded up)
+        and dom0_check_timeout stays at most that, unless written here."""
+        s = 'timing'
+        if not isinstance(t, dict):
+            self.error(s, None, None, 'expected a table', t)
+            return Timing()
+        t = dict(t)
+        check_timeout = math.ceil(d.timeout)
+        base = Timing(check_timeout=check_timeout,
+                      dom0_check_timeout=min(Timing.dom0_check_timeout, check_timeout))
+        values = {}
+        for key in Timing.__dataclass_fields__:
+            lo, hi = self.TIMING_RANGES[self.timing_kind(key)]
+            values[key] = self.int_range(t, s, None, key, lo, hi, getattr(base, key))
+        self.leftovers(t, s, None, Timing.__dataclass_fields__)
+        return Timing(**values)
 
     def argv_prefix(self, t, section, name):
         value = self.take(t, section, name, 'toolstack_command', 'str', None)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shlex
@@ -35,7 +34,8 @@ from pathlib import Path
 import jinja2
 
 from xenha import inventory
-from xenha.inventory import Cluster, InventoryError
+from xenha.inventory import Cluster, InventoryError, Timing  # noqa: F401 (Timing: the
+# HA timing lives in the inventory's [timing] table; kept importable from here)
 
 FORMATS = ('nagios', 'icinga2', 'xen')
 # Written into every output directory: write_tree only replaces a directory
@@ -53,32 +53,6 @@ class Options:
     interval_length: int = 60           # nagios.cfg's interval_length, seconds
     contact_group: str = 'admins'
     timeperiod: str = '24x7'
-
-
-@dataclass(frozen=True)
-class Timing:
-    """HA timing in seconds.  A dead dom0 is HARD DOWN within about
-    dom0_check + (dom0_attempts - 1) * dom0_retry = 20 s, plus the last
-    attempt's dom0_check_timeout when it does not even refuse the connection."""
-    dom0_check: int = 10
-    dom0_retry: int = 5
-    dom0_attempts: int = 3
-    dom0_check_timeout: int = 4         # below dom0_retry, so attempts never queue
-    dom0_service_check: int = 60
-    dom0_service_retry: int = 15
-    dom0_service_attempts: int = 3
-    domu_check: int = 10
-    domu_retry: int = 5
-    domu_attempts: int = 2
-    domu_max_age: int = 60              # how old a cached listing check_xen_domu trusts
-    domu_first_notification_delay: int = 60   # longer than a failover takes
-    target_check: int = 30
-    target_retry: int = 10
-    target_attempts: int = 3
-    capacity_check: int = 300
-    capacity_retry: int = 60
-    capacity_attempts: int = 2
-    notification_interval: int = 1800
 
 
 class RenderError(Exception):
@@ -187,16 +161,32 @@ def _context(cluster: Cluster, o: Options, fmt: str) -> dict:
     dependencies = [dict(domu=u.name, target=t, storage=cluster.targets[t].storage)
                     for u in cluster.domus.values() for t in u.targets]
     return dict(
-        source=Path(cluster.source).name, d=d, o=o, t=Timing(), il=o.interval_length,
-        plugin_dir=plugin_dir, handler_dir=handler_dir,
+        source=Path(cluster.source).name, d=d, o=o, t=cluster.timing,
+        il=o.interval_length, plugin_dir=plugin_dir, handler_dir=handler_dir,
         inventory=inv,
-        plugin_timeout=math.ceil(d.timeout),
-        host_check_timeout=min(Timing().dom0_check_timeout, math.ceil(d.timeout)),
+        plugin_timeout=cluster.timing.check_timeout,
+        host_check_timeout=cluster.timing.dom0_check_timeout,
+        kill_timeouts=_kill_timeouts(cluster.timing),
         dom0s=dom0s, spares=cluster.spares(), storage=storage,
         targets=list(cluster.targets.values()), domus=list(cluster.domus.values()),
         dependencies=dependencies, target_args=_target_args,
         targets_of=cluster.targets_of,
     )
+
+
+# Nagios' own limits (nagios.cfg host_check_timeout, service_check_timeout) and
+# Icinga 2's CheckCommand timeout: past them the daemon kills a check.
+MONITOR_KILL_DEFAULTS = {'host': 30, 'service': 60}
+KILL_MARGIN = 5     # a check's own -t must fire first, so its message says what hung
+
+
+def _kill_timeouts(t: Timing) -> dict[str, int]:
+    """{'host': s, 'service': s} for the limits the rendered -t values would
+    exceed (with a margin); empty for the default timing."""
+    want = {'host': t.dom0_check_timeout,
+            'service': max(t.check_timeout, t.capacity_timeout)}
+    return {k: v + KILL_MARGIN for k, v in want.items()
+            if v + KILL_MARGIN > MONITOR_KILL_DEFAULTS[k]}
 
 
 def _args(*pairs) -> str:

@@ -1,20 +1,28 @@
 """`xenha demo` (`make demo`): the whole story on the lab, narrated.
 
-Brings up the lab (dom0s, spare, iSCSI and AoE storage, BMCs, a real Nagios 4),
-shows every check's output, powers a dom0 off through its BMC, and tells with
-timestamps what Nagios saw and what the engine did until every domU runs
-again; then where everything runs, and the lab goes down.
+Picks the kind of dom0 first (`--xen auto`: real Xen 4.17 under QEMU/TCG when
+this machine can run it, else the simulator, saying why), brings up the lab
+(dom0s, spare, iSCSI and AoE storage, BMCs), runs every check by hand, starts a
+real Nagios 4 on the rendered objects and waits until it shows everything OK,
+powers a dom0 off through its BMC, and tells with timestamps what Nagios saw
+and what the engine did until every domU of that dom0 runs again elsewhere;
+then where everything runs, and the lab goes down.  Hosts, guests and disks
+come from the lab itself (lab.info and its inventory), so the story is the same
+on both kinds of dom0.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+XEN_HOSTS = 2           # dom0s of the real-Xen lab (xenha.lab.qemu.cluster_up)
 
 
 class Narrator:
@@ -28,6 +36,63 @@ class Narrator:
         print(f'\n== {title}', flush=True)
 
 
+# -- which dom0s -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Choice:
+    xen: str                # 'sim' or 'qemu'
+    why: str
+    build: bool = False     # the real-Xen image has to be built first
+
+
+class CannotRun(Exception):
+    """--xen qemu on a machine that cannot run real-Xen dom0s."""
+
+
+def choose(requested: str, facts) -> Choice:
+    """The dom0 kind for `--xen requested` on a machine with `facts`
+    (xenha.lab.qemu.Facts): real Xen when asked for or when `auto` finds
+    QEMU, the memory, two CPUs and the image (or what builds it)."""
+    from xenha.lab import qemu
+    if requested == 'sim':
+        return Choice('sim', '--xen sim')
+    why = qemu.why_not(facts, XEN_HOSTS, build=True)
+    if why is None and requested == 'auto' and facts.cpus < 2:
+        why = f'{facts.cpus} CPU here, two emulated dom0s want 2'
+    if why is not None:
+        if requested == 'qemu':
+            raise CannotRun(why)
+        return Choice('sim', why)
+    image = ('the dom0 image is cached' if facts.image else
+             'the dom0 image is built first (about 1.5 minutes, once)')
+    return Choice('qemu', f'{qemu.QEMU}, {facts.cpus} CPUs, '
+                          f'{facts.available_mb / 1024:.1f} GiB of memory available '
+                          f'({XEN_HOSTS} dom0s want {qemu.memory_wanted(XEN_HOSTS) / 1024:.1f}), '
+                          f'{image}', build=facts.image is None)
+
+
+def headline(requested: str, choice: Choice) -> str:
+    """The demo's first line: which dom0s, and why."""
+    if choice.xen == 'qemu':
+        return f'xenha demo: real Xen 4.17 dom0s under QEMU/TCG (--xen {requested})'
+    if requested == 'sim':
+        return 'xenha demo: simulated dom0s (--xen sim)'
+    return f'xenha demo: simulated dom0s: {choice.why}'
+
+
+INTRO = {
+    'sim': ('Three dom0s: real sshds with a simulated xl toolstack.  It takes about '
+            'half a minute.'),
+    'qemu': ('Two dom0s: QEMU machines booting Debian\'s Xen 4.17 hypervisor and a PV '
+             'dom0 with the real xl, open-iscsi and aoe; the domUs are real PV guests on '
+             'the shared disks.  It takes about three minutes (two dom0s boot in about a '
+             'minute, `xl create` takes 11-30 s under emulation).'),
+}
+COMMON = ('Around them everything is real: a storage node (tgtd for iSCSI, vblade for '
+          'AoE), ipmi_sim BMCs fenced with fence_ipmilan, and a Nagios 4 running the '
+          'objects `xenha render` makes of the lab\'s inventory.')
+
+
+# -- the story ---------------------------------------------------------------------
 def _check(say, argv, label=None) -> None:
     r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     first = (r.stdout.splitlines() or [r.stderr.strip()])[0].split(' | ')[0]
@@ -35,52 +100,60 @@ def _check(say, argv, label=None) -> None:
 
 
 def run(args) -> int:
-    from xenha.lab import cluster, dom0, storage
-    from xenha.state import StateDB
-    say = Narrator()
-    print('xenha demo: three dom0s (real sshds, simulated xl toolstack), a storage node '
-          '(real tgtd for iSCSI, real vblade for AoE), real ipmi_sim BMCs fenced with '
-          'the real fence_ipmilan, and a real Nagios 4 running the rendered objects.\n'
-          'It takes about a minute.  (Real-Xen dom0s under QEMU are issue 6 and would '
-          'take several minutes; this demo uses the simulated ones.)')
-    say.section('bringing the lab up')
-    lab = cluster.up(args.dir, nagios=True, say=say)
+    from xenha.lab import qemu
+    requested = getattr(args, 'xen', 'auto')
     try:
-        inv = str(cluster.inventory_path(lab))
-        opts = dom0.ssh_options(lab)
-        hosts = lab.info['hosts']
-        st = lab.info['storage']
-        ssh = ['-i', opts.identity, '--known-hosts', opts.known_hosts,
-               '--state-db', str(lab.dir / 'state.db')]
+        choice = choose(requested, qemu.facts())
+    except CannotRun as exc:
+        print(f'xenha demo: cannot run real-Xen dom0s here: {exc}', file=sys.stderr)
+        return 2
+    print(headline(requested, choice))
+    if choice.xen == 'qemu':
+        print(f'  (this machine can: {choice.why})')
+    print(INTRO[choice.xen] + '\n' + COMMON, flush=True)
+    return tell(args, choice, fallback=requested == 'auto')
+
+
+def tell(args, choice: Choice, fallback: bool = False) -> int:
+    """The story on the dom0s of `choice`; `fallback`: when the real-Xen image
+    cannot be built, the simulator instead (saying so)."""
+    import signal
+    from xenha.lab import cluster, nagios
+    from xenha.state import StateDB
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on)
+    say = Narrator()
+    if choice.build:
+        from xenha.lab import xenimage
+        say.section('building the real-Xen dom0 image (once; about 1.5 minutes)')
+        try:
+            xenimage.build(say=say)
+        except Exception as exc:  # noqa: BLE001 - auto is best effort: say it, go on
+            if not fallback:
+                raise
+            say(f'the image could not be built ({exc}): simulated dom0s instead')
+            choice = Choice('sim', f'the real-Xen image could not be built: {exc}')
+    say.section('bringing the lab up')
+    lab = cluster.up(args.dir, xen=choice.xen, say=say)
+    try:
+        c = cluster.cluster(lab)
         say.section('every check, run by hand as Nagios runs it')
-        for h in hosts:
-            _check(say, [str(BIN / 'check_xen_host'), '-H', hosts[h]['address'], *ssh,
-                         '-w', '2G:', '-c', '1G:'], f'check_xen_host {h}')
-        for u in ('db1', 'web1', 'mail1', 'build1'):
-            _check(say, [str(BIN / 'check_xen_domu'), '--cluster', inv, '--domain', u,
-                         '--max-age', '60'], f'check_xen_domu {u}')
-        for t in ('db1', 'web1'):
-            _check(say, [str(BIN / 'check_iscsi_target'), '-H', st['portal'], '-p',
-                         str(st['port']), '--target', f'{storage.IQN}:{t}', '--lun', '1'],
-                   f'check_iscsi_target {t}')
-        for slot in (1, 2):
-            _check(say, ['ip', 'netns', 'exec', storage.netns_of(lab, storage.MONITOR),
-                         str(BIN / 'check_aoe_target'), '--interface', storage.SAN_IF,
-                         '--shelf', '1', '--slot', str(slot)], f'check_aoe_target e1.{slot}')
-        _check(say, [str(BIN / 'check_xen_capacity'), '--inventory', inv])
+        hand_checks(lab, c, say)
         say.section('Nagios: waiting for every check to come back OK')
-        _wait_green(lab, say)
-        say.section('pulling the plug: dom0-1 (db1, web1) powered off through its BMC')
-        b = lab.info['bmc']['dom0-1']
-        env = dict(os.environ, IPMITOOL_PASSWORD=Path(b['password_file']).read_text().strip())
-        subprocess.run(['ipmitool', '-I', 'lanplus', '-H', b['address'], '-p', str(b['port']),
-                        '-U', b['username'], '-E', '-C', '3', 'chassis', 'power', 'off'],
-                       check=True, env=env, capture_output=True)
+        nagios.up(lab, say=say)
+        _wait_green(lab, say, timeout=max(90, 6 * c.timing.check_timeout))
+        victim = max(c.active(), key=lambda h: len(c.domus_homed_on(h.name))).name
+        guests = [u.name for u in c.domus_homed_on(victim)]
+        say.section(f'pulling the plug: {victim} ({", ".join(guests)}) powered off '
+                    'through its BMC')
+        power_off(lab, victim)
         t_off = time.monotonic()
-        say('ipmitool chassis power off: dom0-1 is dark')
-        _follow(lab, say, t_off)
+        say(f'ipmitool chassis power off: {victim} is dark')
+        _follow(lab, c, say, victim, guests, t_off,
+                timeout=max(120, 10 * c.timing.check_timeout))
         say.section('where everything runs now')
-        subprocess.run([str(BIN / 'xenha'), 'status', '--live', '--inventory', inv])
+        subprocess.run([str(BIN / 'xenha'), 'status', '--live', '--inventory',
+                        str(cluster.inventory_path(lab))])
         say.section('the journal of the failover job')
         with StateDB(lab.dir / 'state.db') as db:
             for r in db.journal_rows():
@@ -92,10 +165,76 @@ def run(args) -> int:
             print(f'\nthe lab stays up in {lab.dir}: xenha lab status --dir {lab.dir}; '
                   f'xenha lab down --dir {lab.dir}')
         else:
-            say.section('tearing the lab down')
+            # down first: a reader that went away (`| head`) must not leave the lab
+            # up, nor a second signal stop the teardown halfway
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
+            _quietly(say.section, 'tearing the lab down')
             problems = lab.down()
-            say('lab down' + (f' with problems: {problems}' if problems else ', nothing left'))
+            _quietly(say, 'lab down' + (f' with problems: {problems}' if problems
+                                        else ', nothing left'))
     return 0
+
+
+def _quietly(say, text: str) -> None:
+    try:
+        say(text)
+    except OSError:         # stdout closed: the teardown goes on
+        pass
+
+
+def _exit_on(signum, _frame) -> None:
+    """SIGTERM / SIGHUP (a closed terminal) end the demo like Ctrl-C: through
+    the `finally` that takes the lab down."""
+    raise SystemExit(128 + signum)
+
+
+def hand_checks(lab, c, say) -> None:
+    """Each check of the rendered objects, run once from here, on the lab's own
+    hosts, guests and disks (the listing each dom0 check records is the cache
+    Nagios' first domU checks use)."""
+    from xenha.lab import cluster, dom0, storage
+    inv = str(cluster.inventory_path(lab))
+    opts = dom0.ssh_options(lab)
+    t = c.timing
+    ssh = ['-i', opts.identity, '--known-hosts', opts.known_hosts,
+           '--state-db', str(lab.dir / 'state.db'), '-t', str(t.check_timeout)]
+    if opts.port != 22:
+        ssh += ['-p', str(opts.port)]
+    # a dom0 is WARNING when it could no longer take every guest, CRITICAL when
+    # not even the largest
+    mems = [u.memory_mib for u in c.domus.values()] or [0]
+    free = ['-w', f'{sum(mems)}M:', '-c', f'{max(mems)}M:']
+    for h in c.dom0s.values():
+        _check(say, [str(BIN / 'check_xen_host'), '-H', h.address, *ssh, *free],
+               f'check_xen_host {h.name}')
+    for u in c.domus:
+        _check(say, [str(BIN / 'check_xen_domu'), '--cluster', inv, '--domain', u,
+                     '--max-age', str(t.domu_max_age), '-t', str(t.check_timeout)],
+               f'check_xen_domu {u}')
+    for tg in c.targets.values():
+        if tg.kind == 'iscsi':
+            _check(say, [str(BIN / 'check_iscsi_target'), '-H', tg.host, '-p', str(tg.port),
+                         '--target', tg.iqn, '--lun', str(tg.lun),
+                         '-t', str(t.check_timeout)], f'check_iscsi_target {tg.name}')
+        else:
+            _check(say, ['ip', 'netns', 'exec', storage.netns_of(lab, storage.MONITOR),
+                         str(BIN / 'check_aoe_target'), '--interface', tg.interface,
+                         '--shelf', str(tg.shelf), '--slot', str(tg.slot),
+                         '-t', str(t.check_timeout)],
+                   f'check_aoe_target {tg.name} (e{tg.shelf}.{tg.slot})')
+    _check(say, [str(BIN / 'check_xen_capacity'), '--inventory', inv,
+                 '-t', str(t.capacity_timeout)])
+
+
+def power_off(lab, host: str) -> None:
+    """What an operator's ipmitool does to the dom0's BMC (password from the
+    environment, never argv)."""
+    b = lab.info['bmc'][host]
+    env = dict(os.environ, IPMITOOL_PASSWORD=Path(b['password_file']).read_text().strip())
+    subprocess.run(['ipmitool', '-I', 'lanplus', '-H', b['address'], '-p', str(b['port']),
+                    '-U', b['username'], '-E', '-C', '3', 'chassis', 'power', 'off'],
+                   check=True, env=env, capture_output=True)
 
 
 def _wait_green(lab, say, timeout: float = 90) -> None:
@@ -115,11 +254,22 @@ def _wait_green(lab, say, timeout: float = 90) -> None:
             say(f'{len(ok)}/{len(want)} checks OK ...')
             last = len(ok)
         time.sleep(0.5)
-    raise SystemExit('xenha demo: Nagios did not get to all OK in time')
+    bad = [f'{" ".join(k[1:])}: {v.get("plugin_output", "not checked yet")}'
+           for k, v in want if k not in ok]
+    raise SystemExit(f'xenha demo: Nagios did not get to all OK in {timeout:.0f}s: '
+                     + '; '.join(bad))
 
 
-def _follow(lab, say, t_off: float, timeout: float = 120) -> None:
-    """Narrate Nagios' log and the engine's journal until db1 and web1 are OK again."""
+def _where(output: str) -> str | None:
+    """The dom0 a "xen domain" result names: 'web1 is running on dom0-2 (...)'."""
+    m = re.search(r' on (\S+?)(?: \(|$)', output)
+    return m.group(1) if m else None
+
+
+def _follow(lab, c, say, victim: str, guests: list[str], t_off: float,
+            timeout: float = 120) -> None:
+    """Narrate Nagios' log and the engine's journal until every guest of the
+    dead dom0 is OK in Nagios on another dom0."""
     from xenha.lab import nagios
     from xenha.state import StateDB
     seen_log = len(nagios.log_lines(lab))
@@ -127,6 +277,7 @@ def _follow(lab, say, t_off: float, timeout: float = 120) -> None:
     wall_off = time.time()
     deadline = time.monotonic() + timeout
     ticks = 0
+    t = c.timing
     db = StateDB(lab.dir / 'state.db')
     try:
         while time.monotonic() < deadline:
@@ -141,17 +292,19 @@ def _follow(lab, say, t_off: float, timeout: float = 120) -> None:
                 say(f"engine: {r['step']}: {r['message'][:150]}")
             seen_journal = len(rows)
             st = nagios.status(lab)
-            doms = [st.get(('service', d, 'xen domain'), {}) for d in ('db1', 'web1')]
+            doms = [st.get(('service', g, 'xen domain'), {}) for g in guests]
+            where = {g: _where(d.get('plugin_output', '')) for g, d in zip(guests, doms)}
             if all(d.get('current_state') == '0' and int(d.get('last_check', 0)) >= wall_off
-                   and ' on dom0-3' in d.get('plugin_output', '') for d in doms):
-                say(f'Nagios shows db1 and web1 OK on dom0-3: recovered '
-                    f'{time.monotonic() - t_off:.1f}s after the power-off '
-                    '(host check every 10 s, retry 5 s, 3 attempts)')
+                   and where[g] not in (None, victim) for g, d in zip(guests, doms)):
+                places = ', '.join(f'{g} on {where[g]}' for g in guests)
+                say(f'Nagios shows every guest of {victim} OK again ({places}): recovered '
+                    f'{time.monotonic() - t_off:.1f}s after the power-off (host check every '
+                    f'{t.dom0_check} s, retry {t.dom0_retry} s, {t.dom0_attempts} attempts)')
                 return
             ticks += 1
             if ticks % 20 == 0:
-                host = st.get(('host', 'dom0-1'), {})
-                say(f'... waiting (dom0-1 in Nagios: state {host.get("current_state")}, '
+                host = st.get(('host', victim), {})
+                say(f'... waiting ({victim} in Nagios: state {host.get("current_state")}, '
                     f'{"HARD" if host.get("state_type") == "1" else "SOFT"}, attempt '
                     f'{host.get("current_attempt")})')
             time.sleep(0.25)

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,25 +41,81 @@ QEMU = 'qemu-system-x86_64'
 MEMORY_MB = 2048        # the machine; QEMU peaks near 2.5 GB RSS with it
 DOM0_MB = 512
 UPLINK_MAC = '52:54:00:12:34:56'   # the same on every host: slirp is per QEMU
-RSS_MB = 1024           # what one QEMU holds (bootscrub=false: ~750 MB after boot)
+# what one QEMU may hold: ~750 MB after boot (bootscrub=false), but it grows
+# towards the whole guest memory as dom0 creates and destroys domUs (1.7 and
+# 1.9 GB measured at the end of `xenha demo --xen qemu`)
+RSS_MB = MEMORY_MB
 BOOT_TIMEOUT = 240      # seconds from QEMU start to an SSH login (TCG on a busy host)
+# The inventory's [timing] for emulated dom0s.  Measured on 2 CPUs with two of
+# them up, the machine also running other tests (load 1.5-4.7): SSH banner +
+# key exchange (paramiko, every 2 s) median 0.6-0.9 s, up to 3.4 s while the
+# guests boot and 16 s in a burst of ten sessions; in `xenha demo --xen qemu`
+# (Nagios' check_execution_time, 3 runs) host checks median 4.4-6.6 s, max
+# 16.1 s, the "xen host" service max 19.1 s (the spare busy with `xl create`).
+# The SSH connect, banner and authentication each get 0.4 * (-t - 0.5) s, at
+# most 10 (xenha.runner): the host check gets 25 s (9.8 s per phase, 1.5x the
+# slowest host check seen), the services 40 s (10 s per phase, 2.1x), the
+# capacity check (every dom0 in turn) 60 s.  domu_max_age 10: a powered-off
+# dom0's cached listing must expire before the engine creates its guests on
+# the spare, or check_xen_domu sees each guest on both ("split brain") while
+# `xl create` builds it (11-30 s here); that is at least 16.5 s after the
+# power-off (10 s to HARD DOWN, then 6.5-11 s measured to confirm, fence, plan
+# and log the spare in).
+TIMING = {'dom0_check_timeout': 25, 'check_timeout': 40, 'capacity_timeout': 60,
+          'domu_max_age': 10}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What decides whether this machine can run real-Xen dom0s now."""
+    qemu: str | None              # path of qemu-system-x86_64
+    available_mb: int             # MemAvailable
+    cpus: int
+    image: str | None             # the cached image directory
+    build_missing: tuple = ()     # tools `xenha lab image` needs and cannot find
+
+
+BUILD_TOOLS = ('apt-get', 'dpkg', 'debootstrap', 'chroot', 'cpio', 'mkfs.ext4',
+               '/bin/busybox')
+
+
+def facts() -> Facts:
+    """This machine, now."""
+    import shutil
+    from xenha.lab import xenimage
+    with open('/proc/meminfo') as fh:
+        avail = {ln.split(':')[0]: int(ln.split()[1]) for ln in fh}['MemAvailable'] // 1024
+    image = xenimage.cached()
+    return Facts(qemu=shutil.which(QEMU), available_mb=avail, cpus=os.cpu_count() or 1,
+                 image=str(image) if image else None,
+                 build_missing=tuple(t for t in BUILD_TOOLS if not shutil.which(t)))
+
+
+def memory_wanted(hosts: int) -> int:
+    """MiB of available memory `hosts` QEMU dom0s need (their RSS and a margin)."""
+    return hosts * (RSS_MB + 512)
+
+
+def why_not(f: Facts, hosts: int = 2, build: bool = False) -> str | None:
+    """Why `hosts` real-Xen dom0s cannot run on a machine with facts `f` (None:
+    they can).  `build`: a missing image is fine when it can be built."""
+    if not f.qemu:
+        return f'{QEMU} is not installed (apt-get install qemu-system-x86)'
+    if f.image is None and not build:
+        return 'no real-Xen image cached (xenha lab image)'
+    if f.image is None and f.build_missing:
+        return ('no real-Xen image cached, and building one needs '
+                + ', '.join(f.build_missing) + ' (make deps)')
+    if f.available_mb < memory_wanted(hosts):
+        return (f'{f.available_mb} MiB of memory available, {hosts} real-Xen dom0s want '
+                f'{memory_wanted(hosts)}')
+    return None
 
 
 def cannot_run(hosts: int = 2, build: bool = False) -> str | None:
     """Why this machine cannot run `hosts` real-Xen dom0s now (None: it can).
     `build`: a missing image is fine (it will be built)."""
-    import shutil
-    from xenha.lab import xenimage
-    if not shutil.which(QEMU):
-        return f'{QEMU} is not installed (apt-get install qemu-system-x86)'
-    if not build and xenimage.cached() is None:
-        return 'no real-Xen image cached (xenha lab image)'
-    with open('/proc/meminfo') as fh:
-        avail = {ln.split(':')[0]: int(ln.split()[1]) for ln in fh}['MemAvailable'] // 1024
-    want = hosts * (RSS_MB + 512)
-    if avail < want:
-        return f'{avail} MiB of memory available, {hosts} real-Xen dom0s want {want}'
-    return None
+    return why_not(facts(), hosts, build)
 
 
 # -- guest forward helper (runs on the host, stdin/stdout = the guest's TCP stream)
@@ -343,8 +400,10 @@ def real_guest_configs(lab: Lab) -> None:
 
 # -- a whole real-Xen cluster -----------------------------------------------------
 def cluster_up(directory=None, *, hosts=(('dom0-1', 'active'), ('dom0-2', 'spare')),
-               guests=None, say=None, start_guests: bool = True, **defaults) -> Lab:
-    """The lab cluster with QEMU dom0s (what `cluster.up(xen='qemu')` should do)."""
+               guests=None, say=None, start_guests: bool = True, timing: dict | None = None,
+               **defaults) -> Lab:
+    """The lab cluster with QEMU dom0s (what `cluster.up(xen='qemu')` should do);
+    its inventory's [timing] is `timing`, by default TIMING (emulated dom0s are slow)."""
     from xenha.lab import cluster
     from xenha.lab.core import Lab
     say = say or (lambda text: None)
@@ -353,6 +412,7 @@ def cluster_up(directory=None, *, hosts=(('dom0-1', 'active'), ('dom0-2', 'spare
     defaults.setdefault('timeout', 60)      # xl create takes ~10 s under TCG
     lab = Lab(directory)
     timings = lab.info.setdefault('timings', {})
+    lab.info['inventory_timing'] = dict(TIMING if timing is None else timing)
     try:
         t = time.monotonic()
         for name, _role in hosts:           # boot them side by side
