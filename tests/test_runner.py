@@ -43,3 +43,14 @@ def test_ssh_run_many_one_connection_side_by_side(dom0s):
         assert (a.exit, b.exit, b.out, b.err) == (0, 2, 'out\n', 'err\n')
         with pytest.raises(CommandTimeout, match=r'^sleep 5 on .* did not finish within 0.5s$'):
             r.run_many([['true'], ['sleep', '5']], 0.5)
+
+
+def test_ssh_output_after_the_exit_status_is_not_lost(dom0s):
+    """sshd may send the exit status before the last output (real xl info did
+    that): the command is done at EOF, not at its exit status."""
+    r = SSHRunner(dom0s.info['hosts']['dom0-1']['address'], dom0.ssh_options(dom0s), 10)
+    with r:
+        res = r.run(['sh', '-c', '(sleep 0.3; echo late) & echo early'])
+        assert (res.exit, res.out) == (0, 'early\nlate\n')
+        a, b = r.run_many([['sh', '-c', '(sleep 0.3; echo late) & exit 4'], ['true']])
+        assert (a.exit, a.out, b.exit) == (4, 'late\n', 0)

@@ -325,8 +325,10 @@ class SSHRunner:
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
                     progressed = True
-                if chan.exit_status_ready() and not chan.recv_ready() \
-                        and not chan.recv_stderr_ready():
+                # done at EOF, not at the exit status: sshd may send the status
+                # before the last of the output (seen with real xl info)
+                if chan.exit_status_ready() and (chan.eof_received or chan.closed) \
+                        and not chan.recv_ready() and not chan.recv_stderr_ready():
                     pending.remove(item)
             if not pending:
                 break
@@ -335,8 +337,9 @@ class SSHRunner:
                 raise CommandTimeout(f'{pending[0][1]} on {self._where()} '
                                      f'did not finish within {timeout:g}s')
             if not progressed:
-                # woken at once by an exit status; output is polled every 5 ms
-                pending[0][2].status_event.wait(0.005)
+                # woken at once by an exit status; output and EOF polled every few ms
+                event = pending[0][2].status_event
+                event.wait(0.005) if not event.is_set() else time.sleep(0.002)
         return [self._result(*item) for item in running]
 
     def _result(self, argv, line, chan, out, err) -> Result:
