@@ -54,3 +54,12 @@ def test_ssh_output_after_the_exit_status_is_not_lost(dom0s):
         assert (res.exit, res.out) == (0, 'early\nlate\n')
         a, b = r.run_many([['sh', '-c', '(sleep 0.3; echo late) & exit 4'], ['true']])
         assert (a.exit, a.out, b.exit) == (4, 'late\n', 0)
+
+
+def test_ssh_a_daemon_holding_stdout_does_not_keep_the_command_running(dom0s):
+    r = SSHRunner(dom0s.info['hosts']['dom0-1']['address'], dom0.ssh_options(dom0s), 10)
+    with r:
+        t = time.monotonic()
+        res = r.run(['sh', '-c', 'sleep 5 & echo started'])
+        assert (res.exit, res.out) == (0, 'started\n')
+        assert time.monotonic() - t < 3

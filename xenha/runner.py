@@ -154,6 +154,9 @@ def _split_timeouts(total: float) -> tuple[float, float]:
     return connect, budget
 
 
+EOF_GRACE = 1.0     # seconds a finished command's output may trail its exit status
+
+
 class SSHRunner:
     """Runs argv lists on a host over SSH with key auth and verified host keys."""
 
@@ -315,6 +318,7 @@ class SSHRunner:
         if meanwhile:
             meanwhile()
         pending = list(running)
+        status_at: dict[int, float] = {}
         while pending:
             progressed = False
             for item in list(pending):
@@ -326,10 +330,15 @@ class SSHRunner:
                     err += chan.recv_stderr(65536)
                     progressed = True
                 # done at EOF, not at the exit status: sshd may send the status
-                # before the last of the output (seen with real xl info)
-                if chan.exit_status_ready() and (chan.eof_received or chan.closed) \
-                        and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    pending.remove(item)
+                # before the last of the output (seen with real xl info); but a
+                # daemon the command left holding its stdout must not keep us:
+                # EOF is awaited for at most EOF_GRACE seconds after the status
+                if chan.exit_status_ready() and not chan.recv_ready() \
+                        and not chan.recv_stderr_ready():
+                    status_at.setdefault(id(chan), time.monotonic())
+                    if chan.eof_received or chan.closed or \
+                            time.monotonic() - status_at[id(chan)] > EOF_GRACE:
+                        pending.remove(item)
             if not pending:
                 break
             if time.monotonic() > deadline:
