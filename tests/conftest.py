@@ -132,7 +132,9 @@ def demo_story(r, first_line: str, hand_checks: int, nagios_checks: int, dead: s
     `moved` back on its new dom0, the lab down); the recovery time it said."""
     import re
     out = r.stdout
-    assert r.returncode == 0, out[-4000:] + r.stderr[-2000:]
+    # on failure: the story from the power-off on (the demo's post-mortem ends it)
+    story = out[out.find('\n== pulling the plug'):][-12000:] + r.stderr[-2000:]
+    assert r.returncode == 0, story
     assert out.splitlines()[0] == first_line
     hand = [line for line in out.splitlines() if '   (exit ' in line]
     assert len(hand) == hand_checks, hand
@@ -147,6 +149,6 @@ def demo_story(r, first_line: str, hand_checks: int, nagios_checks: int, dead: s
     places = ', '.join(f'{g} on {h}' for g, h in moved.items())
     recovered = re.search(rf'Nagios shows every guest of {dead} OK again \({places}\): '
                           r'recovered (\d+\.\d)s after the power-off', out)
-    assert recovered, out[-4000:]
+    assert recovered, story
     assert out.rstrip().endswith('lab down, nothing left')
     return float(recovered[1])

@@ -277,6 +277,7 @@ def _follow(lab, c, say, victim: str, guests: list[str], t_off: float,
     wall_off = time.time()
     deadline = time.monotonic() + timeout
     ticks = 0
+    shown = None
     t = c.timing
     db = StateDB(lab.dir / 'state.db')
     try:
@@ -302,12 +303,39 @@ def _follow(lab, c, say, victim: str, guests: list[str], t_off: float,
                     f'{t.dom0_check} s, retry {t.dom0_retry} s, {t.dom0_attempts} attempts)')
                 return
             ticks += 1
-            if ticks % 20 == 0:
-                host = st.get(('host', victim), {})
-                say(f'... waiting ({victim} in Nagios: state {host.get("current_state")}, '
-                    f'{"HARD" if host.get("state_type") == "1" else "SOFT"}, attempt '
-                    f'{host.get("current_attempt")})')
+            host = st.get(('host', victim), {})
+            now = (host.get('current_state'), host.get('state_type'),
+                   host.get('current_attempt'))
+            # a line when Nagios' view of the dead dom0 changes, else every 30 s
+            if now != shown or ticks % 120 == 0:
+                say(f'... waiting ({victim} in Nagios: state {now[0]}, '
+                    f'{"HARD" if now[1] == "1" else "SOFT"}, attempt {now[2]})')
+                shown = now
             time.sleep(0.25)
     finally:
         db.close()
-    raise SystemExit('xenha demo: the domUs did not come back in time')
+    _post_mortem(lab, say, victim, guests)
+    raise SystemExit(f'xenha demo: the domUs did not come back in {timeout:.0f}s '
+                     '(what the lab shows is above)')
+
+
+def _post_mortem(lab, say, victim: str, guests: list[str]) -> None:
+    """What a reader needs when the story did not end: Nagios' view of the
+    dead dom0 and its guests, the event handlers' job log, jobs still running."""
+    from xenha.lab import nagios
+    say.section('the story did not end: what the lab shows')
+    st = nagios.status(lab)
+    for key in [('host', victim)] + [('service', g, 'xen domain') for g in guests]:
+        v = st.get(key, {})
+        say(f'Nagios {" ".join(key[1:])}: state {v.get("current_state")} '
+            f'type {v.get("state_type")} attempt {v.get("current_attempt")}, '
+            f'last check {v.get("last_check")}: {v.get("plugin_output")}')
+    for line in nagios.log_lines(lab)[-15:]:
+        say(f'nagios.log: {line[:200]}')
+    log = lab.dir / 'jobs.log'
+    lines = log.read_text(errors='replace').splitlines() if log.exists() else []
+    say(f'{log}: {len(lines)} lines' + (', the last 40:' if len(lines) > 40 else ''))
+    for line in lines[-40:]:
+        say(f'  {line[:200]}')
+    ps = subprocess.run(['pgrep', '-af', 'xenha.cli'], capture_output=True, text=True)
+    say('jobs still running: ' + (ps.stdout.strip().replace('\n', '; ') or 'none'))
