@@ -37,9 +37,11 @@ def test_local_run_many_missing_command():
 def test_ssh_run_many_one_connection_side_by_side(dom0s):
     r = SSHRunner(dom0s.info['hosts']['dom0-1']['address'], dom0.ssh_options(dom0s), 10)
     with r:
+        r.connect()
         t = time.monotonic()
-        a, b = r.run_many([['sleep', '0.8'], ['sh', '-c', 'echo out; echo err >&2; exit 2']])
-        assert time.monotonic() - t < 1.5
+        a, b = r.run_many([['sleep', '0.8'],
+                           ['sh', '-c', 'sleep 0.8; echo out; echo err >&2; exit 2']])
+        assert time.monotonic() - t < 1.5     # one after the other: 1.6 s at least
         assert (a.exit, b.exit, b.out, b.err) == (0, 2, 'out\n', 'err\n')
         with pytest.raises(CommandTimeout, match=r'^sleep 5 on .* did not finish within 0.5s$'):
             r.run_many([['true'], ['sleep', '5']], 0.5)
@@ -63,3 +65,26 @@ def test_ssh_a_daemon_holding_stdout_does_not_keep_the_command_running(dom0s):
         res = r.run(['sh', '-c', 'sleep 5 & echo started'])
         assert (res.exit, res.out) == (0, 'started\n')
         assert time.monotonic() - t < 3
+
+
+def test_ssh_more_commands_than_the_server_allows_sessions(dom0s):
+    """A hardened sshd (MaxSessions 2) refuses a third session on a connection
+    (OpenSSH answers "connect failed"): the runner runs the rest in turns, from
+    one thread (run_many) or many (the engine's parallel creates), and never
+    drops the connection under the commands still running."""
+    from concurrent.futures import ThreadPoolExecutor
+    dom0.sshd_setting(dom0s, 'dom0-2', 'MaxSessions 2')
+    where, opts = dom0s.info['hosts']['dom0-2']['address'], dom0.ssh_options(dom0s)
+    with SSHRunner(where, opts, 10) as r:
+        t = time.monotonic()
+        res = r.run_many([['sh', '-c', f'sleep 0.5; echo {i}'] for i in range(5)])
+        assert [x.out for x in res] == [f'{i}\n' for i in range(5)]
+        assert r.max_sessions == 2        # learnt from the server's refusal
+        assert time.monotonic() - t > 1.4     # in 3 turns
+    with SSHRunner(where, opts, 10) as r, ThreadPoolExecutor(6) as pool:
+        outs = list(pool.map(lambda i: r.run(['sh', '-c', f'sleep 0.3; echo {i}']).out,
+                             range(6)))
+        assert outs == [f'{i}\n' for i in range(6)]
+        # 2, or 1 when a refusal came while sshd still freed a session of ours
+        assert r.max_sessions in (1, 2)
+        assert r.run(['echo', 'still connected']).out == 'still connected\n'

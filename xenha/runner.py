@@ -155,6 +155,7 @@ def _split_timeouts(total: float) -> tuple[float, float]:
 
 
 EOF_GRACE = 1.0     # seconds a finished command's output may trail its exit status
+SESSIONS = 10       # sessions at once on one connection: OpenSSH's MaxSessions default
 
 
 class SSHRunner:
@@ -168,6 +169,13 @@ class SSHRunner:
         self._client = None
         import threading
         self._connecting = threading.Lock()
+        # sessions open at once on the connection: sshd refuses more than its
+        # MaxSessions (10 by default, fewer on hardened hosts); the limit drops
+        # to what the server took when it says "administratively prohibited"
+        self._slots = threading.Condition()
+        self._opening = threading.Lock()
+        self._in_use = 0
+        self.max_sessions = SESSIONS
 
     # -- connection ------------------------------------------------------
     def _where(self) -> str:
@@ -294,29 +302,96 @@ class SSHRunner:
     def run_many(self, argvs: Sequence[Sequence[str]], timeout: float | None = None,
                  input: str | None = None, meanwhile=None) -> list[Result]:
         """Several commands at once, one session each on the one connection;
-        Results in order, all within `timeout`; `meanwhile()` as LocalRunner's."""
+        Results in order, all within `timeout`; `meanwhile()` as LocalRunner's.
+        More commands than the server's sessions allow run in turns."""
         timeout = self.timeout if timeout is None else timeout
         started = time.monotonic()
         self.connect()
-        remaining = max(timeout - (time.monotonic() - started), 0.1)
-        deadline = time.monotonic() + remaining
-        transport = self._client.get_transport()
-        running = []
-        for argv in argvs:
-            line = self.command_line(argv)
+        deadline = started + max(timeout, 0.1)
+        todo = list(argvs)
+        results: list[Result] = []
+        while todo:
+            batch = []
             try:
-                chan = transport.open_session(timeout=remaining)
+                for argv in todo:
+                    # the first of a turn waits for a session; the others only
+                    # take free ones (never wait on our own sessions)
+                    item = self._open(argv, deadline, timeout, wait=not batch)
+                    if item is None:
+                        break
+                    batch.append(item)
+                    if input is not None:
+                        item[2].sendall(input.encode())
+                    item[2].shutdown_write()
+                todo = todo[len(batch):]
+                if meanwhile:
+                    meanwhile()
+                    meanwhile = None
+                self._collect(batch, deadline, timeout)
+                results += [self._result(*item) for item in batch]
+            finally:
+                self._release(len(batch))
+        return results
+
+    def _open(self, argv, deadline: float, timeout: float, wait: bool):
+        """A session running `argv`: (argv, line, channel, out, err); None when
+        `wait` is false and no session is free."""
+        import paramiko     # imported by connect() already: a dict lookup
+        line = self.command_line(argv)
+        refused = 0
+        while True:
+            with self._slots:
+                while self._in_use >= self.max_sessions:
+                    if not wait:
+                        return None
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise CommandTimeout(f'{line} on {self._where()}: no free SSH '
+                                             f'session within {timeout:g}s')
+                    self._slots.wait(left)
+                self._in_use += 1
+            client = self._client
+            if client is None:      # closed by another thread's failure
+                self._release(1)
+                raise HostUnreachable(f'connection to {self._where()} lost before {line}')
+            try:
+                # one open at a time: paramiko hands a refusal to whichever
+                # thread asks first, so concurrent opens lose its reason
+                with self._opening:
+                    chan = client.get_transport().open_session(
+                        timeout=max(deadline - time.monotonic(), 0.1))
+                chan.exec_command(line)
+                return argv, line, chan, bytearray(), bytearray()
+            except paramiko.ChannelException as exc:
+                with self._slots:
+                    self._in_use -= 1
+                    self._slots.notify_all()
+                    # a refused session while others of ours run (or have just
+                    # ended: sshd frees a session a moment after we close it) is
+                    # sshd's MaxSessions (OpenSSH says "connect failed", others
+                    # "administratively prohibited"): wait for one of ours to end
+                    if exc.code in (1, 2) and (self._in_use > 0 or refused < 20):
+                        refused += 1
+                        self.max_sessions = max(min(self.max_sessions, self._in_use), 1)
+                        if not self._in_use:
+                            self._slots.wait(0.05)
+                        continue
+                raise HostUnreachable(f'{self._where()}: cannot open a session: '
+                                      f'{exc.text or exc}') from None
             except Exception as exc:  # noqa: BLE001 - paramiko raises many kinds
+                self._release(1)
                 self.close()
                 raise HostTimeout(
                     f'{self._where()}: cannot open a session: {exc}') from None
-            chan.exec_command(line)
-            if input is not None:
-                chan.sendall(input.encode())
-            chan.shutdown_write()
-            running.append((argv, line, chan, bytearray(), bytearray()))
-        if meanwhile:
-            meanwhile()
+
+    def _release(self, n: int) -> None:
+        if n:
+            with self._slots:
+                self._in_use -= n
+                self._slots.notify_all()
+
+    def _collect(self, running: list, deadline: float, timeout: float) -> None:
+        """Read every session of `running` to its end (or raise at `deadline`)."""
         pending = list(running)
         status_at: dict[int, float] = {}
         while pending:
@@ -349,7 +424,6 @@ class SSHRunner:
                 # woken at once by an exit status; output and EOF polled every few ms
                 event = pending[0][2].status_event
                 event.wait(0.005) if not event.is_set() else time.sleep(0.002)
-        return [self._result(*item) for item in running]
 
     def _result(self, argv, line, chan, out, err) -> Result:
         status = chan.recv_exit_status()

@@ -155,6 +155,15 @@ def start(lab: Lab, name: str) -> None:
     lab.wait_port(host['address'], host['port'])
 
 
+def sshd_setting(lab: Lab, name: str, line: str) -> None:
+    """Add an sshd_config line to a simulated dom0 (say 'MaxSessions 2', as a
+    hardened host has) and restart its sshd."""
+    cfg = Path(lab.info['hosts'][name]['dir']) / 'sshd_config'
+    cfg.write_text(cfg.read_text() + line + '\n')
+    lab.stop(f'sshd-{name}')
+    start(lab, name)
+
+
 def _qemu(lab: Lab, name: str):
     """The real-Xen machine module when this host is a QEMU dom0, else None."""
     if lab.info['hosts'][name].get('kind') == 'qemu':
