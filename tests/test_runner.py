@@ -88,3 +88,17 @@ def test_ssh_more_commands_than_the_server_allows_sessions(dom0s):
         # 2, or 1 when a refusal came while sshd still freed a session of ours
         assert r.max_sessions in (1, 2)
         assert r.run(['echo', 'still connected']).out == 'still connected\n'
+
+
+def test_ssh_a_command_that_times_out_leaves_the_others_running(dom0s):
+    """The engine logs a spare in to two targets at once on one connection:
+    one of them hanging must not cut the other off."""
+    from concurrent.futures import ThreadPoolExecutor
+    r = SSHRunner(dom0s.info['hosts']['dom0-3']['address'], dom0.ssh_options(dom0s), 10)
+    with r, ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(r.run, ['sh', '-c', 'sleep 1.5; echo done'], 5)
+        time.sleep(0.2)
+        with pytest.raises(CommandTimeout, match=r'^sleep 5 on .* did not finish within 0.5s$'):
+            r.run(['sleep', '5'], 0.5)
+        assert slow.result().out == 'done\n'
+        assert r.run(['echo', 'again']).out == 'again\n'

@@ -417,7 +417,9 @@ class SSHRunner:
             if not pending:
                 break
             if time.monotonic() > deadline:
-                self.close()
+                # only these sessions: other threads' commands share the connection
+                for item in running:
+                    item[2].close()
                 raise CommandTimeout(f'{pending[0][1]} on {self._where()} '
                                      f'did not finish within {timeout:g}s')
             if not progressed:
