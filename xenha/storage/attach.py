@@ -52,7 +52,8 @@ def login(runner, target, timeout: float) -> str | None:
             r = runner.run(argv, timeout)
             if r.exit != 0:
                 return f'{argv[0]} failed: {r.reason()}'
-        if not aoe.wait_device(runner, target.shelf, target.slot, timeout, interval=0.1):
+        if not aoe.wait_device(runner, target.shelf, target.slot, timeout, interval=0.1,
+                               command_timeout=timeout):
             return f'{aoe.device_name(target.shelf, target.slot)} is not up in aoe-stat'
         return None
     state = iscsi_session(runner, target, timeout)
