@@ -228,6 +228,36 @@ def test_create_failure_is_reported(clab):
                                 f"{clab.dir / 'xen' / 'web1.cfg'}: No such file or directory")
 
 
+def test_creates_queued_behind_xls_lock_are_not_cut_short(clab):
+    """Autoballoon on: xl builds one domain at a time under /var/lock/xl, so the
+    second create waits for the first.  Its command timeout allows for that
+    (the lab's per-command timeout is 5 s; two creates of 3 s take 6)."""
+    xensim.update(dom0.state_dir(clab, 'dom0-3'), create_delay=3.0, autoballoon=True)
+    dom0.power(clab, 'dom0-1', on=False)
+    r = engine(clab).failover('dom0-1')
+    assert (r.result, r.moved) == ('ok', {'db1': 'dom0-3', 'web1': 'dom0-3'}), r.message
+    assert not [m for s, m in journal(clab, r.job) if 'did not finish' in m]
+
+
+def test_a_create_whose_answer_is_lost_is_found_running(clab):
+    """The create's SSH command times out while xl goes on and builds the
+    domain: the poll finds it running and counts it, never creating it again."""
+    import dataclasses
+    xensim.update(dom0.state_dir(clab, 'dom0-3'), create_delay=5.0)
+    dom0.power(clab, 'dom0-1', on=False)
+    e = engine(clab)
+    e.d = dataclasses.replace(e.d, timeout=2.0)      # create commands: 2 x 2 s
+    r = e.failover('dom0-1')
+    assert (r.result, r.moved) == ('ok', {'db1': 'dom0-3', 'web1': 'dom0-3'}), r.message
+    creates = [m for s, m in journal(clab, r.job) if s == 'create']
+    assert sorted(creates) == sorted(
+        [f'{u} on dom0-3: dom0-3 failed during create: xl create {clab.dir}/xen/{u}.cfg on '
+         f'{clab.info["hosts"]["dom0-3"]["address"]} did not finish within 4s (looking '
+         'whether it came up all the same)' for u in ('db1', 'web1')]
+        + [f'{u} runs on dom0-3 after all' for u in ('db1', 'web1')])
+    assert placement(clab)['db1'] == ['dom0-3'] and placement(clab)['web1'] == ['dom0-3']
+
+
 def test_domu_already_running_elsewhere_is_left_alone(clab):
     # web1 vanished from dom0-1's view and was started by hand on dom0-2
     xensim.add_domain(dom0.state_dir(clab, 'dom0-2'), 'web1', 512)

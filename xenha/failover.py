@@ -127,9 +127,9 @@ class Engine:
                     self._runners[h.name] = r
             return r
 
-    def toolstack(self, host: Dom0, runner=None) -> Toolstack:
+    def toolstack(self, host: Dom0, runner=None, timeout: float | None = None) -> Toolstack:
         return Toolstack(runner or self.runner(host), host.toolstack,
-                         host.toolstack_command, timeout=self.d.timeout)
+                         host.toolstack_command, timeout=timeout or self.d.timeout)
 
     def close(self) -> None:
         with self._lock:
@@ -350,23 +350,34 @@ class Engine:
             else:
                 todo.append(u)
 
+        # a create may wait for every other one in flight: with autoballoon on,
+        # xl builds one domain at a time under /var/lock/xl
+        parallel = max(1, min(self.d.create_parallel, len(todo)))
+        creating = self.toolstack(host, timeout=self.d.timeout * parallel)
+        unsure: dict[str, str] = {}     # lost track of the create: the poll decides
+
         def create(u: DomU):
             try:
-                r = ts.create(u.config)
+                r = creating.create(u.config)
             except RunnerError as exc:
-                return u.name, f'{host.name} failed during create: {exc}'
+                unsure[u.name] = f'{host.name} failed during create: {exc}'
+                return u.name, unsure[u.name]
             if r.exit != 0:
                 return u.name, f'create failed: {failure_reason(r)}'
             return u.name, None
 
-        with ThreadPoolExecutor(max_workers=max(1, self.d.create_parallel)) as pool:
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
             for name, why in pool.map(create, todo):
                 result[name] = why
                 self.log('create', f'{name} on {host.name}: '
-                         + ('created' if why is None else why),
+                         + ('created' if why is None else why)
+                         + (' (looking whether it came up all the same)' if name in unsure
+                            else ''),
                          'info' if why is None else 'error', dom0=host.name, domu=name)
-        waiting = {u.name for u in domus if u.name not in result or result[u.name] is None}
+        waiting = {u.name for u in domus if u.name not in result or result[u.name] is None
+                   or u.name in unsure}
         deadline = time.monotonic() + self.create_timeout
+        unsure_deadline = time.monotonic() + min(self.create_timeout, self.d.timeout)
         doms = present
         while waiting:
             doms = {d.name: d for d in ts.list()}
@@ -375,6 +386,14 @@ class Engine:
                 if d is not None and d.state.healthy:
                     waiting.discard(name)
                     result[name] = None
+                    if unsure.pop(name, None):
+                        self.log('create', f'{name} runs on {host.name} after all',
+                                 dom0=host.name, domu=name)
+                elif name in unsure and d is None:
+                    # the create's answer was lost and the domain is not there:
+                    # it failed (a create still queued would show it building)
+                    if time.monotonic() > unsure_deadline:
+                        waiting.discard(name)
                 elif d is not None and d.state.value in ('crashed', 'dying', 'shutdown'):
                     waiting.discard(name)
                     result[name] = f'{d.state.value} right after create'
