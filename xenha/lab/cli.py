@@ -13,34 +13,42 @@ DEFAULT_DIR = os.environ.get('XENHA_LAB_DIR', '/tmp/xenha-lab')
 def add_arguments(p) -> None:
     p.add_argument('--dir', default=DEFAULT_DIR,
                    help=f'lab directory (default $XENHA_LAB_DIR or {DEFAULT_DIR})')
+    # `xenha lab down --dir D` works as well as `xenha lab --dir D down`
+    import argparse
+    here = argparse.ArgumentParser(add_help=False)
+    here.add_argument('--dir', default=argparse.SUPPRESS,
+                      help='lab directory (as before the action)')
     sub = p.add_subparsers(dest='lab_command', required=True, metavar='ACTION')
-    s = sub.add_parser('up', help='bring the lab cluster up')
+
+    def action(name, **kw):
+        return sub.add_parser(name, parents=[here], **kw)
+    s = action('up', help='bring the lab cluster up')
     s.add_argument('--no-storage', action='store_true', help='no tgtd / vblade')
     s.add_argument('--no-bmc', action='store_true', help='no ipmi_sim BMCs')
     s.add_argument('--nagios', action='store_true', help='also run a real Nagios 4')
     s.add_argument('--xen', choices=('sim', 'qemu'), default='sim',
                    help='dom0 kind: sim (sshd + simulated toolstack, seconds) or qemu '
                         '(real Xen 4.17 under QEMU/TCG, minutes; needs the image)')
-    s = sub.add_parser('image', help='build (or show) the cached real-Xen dom0 image')
+    s = action('image', help='build (or show) the cached real-Xen dom0 image')
     s.add_argument('--force', action='store_true', help='rebuild even when cached')
-    sub.add_parser('status', help='what runs where, what is up')
-    sub.add_parser('down', help='stop everything the lab started and remove it')
-    s = sub.add_parser('fail', help='make a dom0 fail')
+    action('status', help='what runs where, what is up')
+    action('down', help='stop everything the lab started and remove it')
+    s = action('fail', help='make a dom0 fail')
     s.add_argument('host')
     s.add_argument('--how', choices=('power', 'hang', 'toolstack', 'garbage'),
                    default='power', help='power off (default), hang (SIGSTOP sshd), '
                    'toolstack error, toolstack garbage')
-    s = sub.add_parser('heal', help='undo `fail` (power on, resume, clear faults)')
+    s = action('heal', help='undo `fail` (power on, resume, clear faults)')
     s.add_argument('host')
     for verb, what in (('crash', 'crash'), ('pause', 'pause')):
-        s = sub.add_parser(verb, help=f'{what} a domU where it runs')
+        s = action(verb, help=f'{what} a domU where it runs')
         s.add_argument('domu')
 
 
 def _lab(args):
     from xenha.lab.core import Lab
     if not (Path(args.dir) / 'lab.json').exists():
-        print(f'xenha lab: no lab in {args.dir} (xenha lab up --dir {args.dir})',
+        print(f'xenha lab: no lab in {args.dir} (xenha lab --dir {args.dir} up)',
               file=sys.stderr)
         raise SystemExit(2)
     return Lab.load(args.dir)

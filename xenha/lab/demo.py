@@ -162,8 +162,8 @@ def tell(args, choice: Choice, fallback: bool = False) -> int:
                           f".{int(r['at'] % 1 * 1000):03d} {r['step']:<8} {r['message']}")
     finally:
         if args.keep:
-            print(f'\nthe lab stays up in {lab.dir}: xenha lab status --dir {lab.dir}; '
-                  f'xenha lab down --dir {lab.dir}')
+            print(f'\nthe lab stays up in {lab.dir}: xenha lab --dir {lab.dir} status; '
+                  f'xenha lab --dir {lab.dir} down')
         else:
             # down first: a reader that went away (`| head`) must not leave the lab
             # up, nor a second signal stop the teardown halfway
