@@ -42,3 +42,29 @@ def test_terminated_owner_takes_its_lab_down():
         assert not Path(directory).exists()
         assert not _sshds_of(directory)
         assert not (CLAIMS / block).exists()
+
+
+def test_a_lab_whose_directory_was_deleted_is_swept_when_its_block_is_reused():
+    """Someone removed a live lab's directory (rm -rf of a kept demo lab): its
+    record is gone, so no `down` can replay it.  The next lab on that block
+    stops what still writes to that directory's logs and removes the block's
+    namespaces, instead of failing on `ip netns add`."""
+    import shutil
+    from xenha.lab import dom0
+    from xenha.lab.core import Lab
+    lost = Lab()
+    dom0.add_host(lost, 'dom0-1')
+    ns = lost.netns('san')
+    sleeper = lost.spawn('sleeper', ['sleep', '300'], netns=ns)
+    directory, block = str(lost.dir), lost.block
+    assert _sshds_of(directory)
+    shutil.rmtree(directory)
+    lab = Lab(block=block)
+    try:
+        assert not _sshds_of(directory)
+        assert not Path(f'/proc/{sleeper.pid}').exists()
+        listed = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True)
+        assert ns not in listed.stdout
+        assert lab.netns('san') == ns          # the name is free again
+    finally:
+        assert lab.down() == []

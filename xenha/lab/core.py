@@ -105,12 +105,17 @@ class Lab:
                 return n
             except FileExistsError:
                 if Lab._stale(path):
+                    try:
+                        old = (path / 'dir').read_text()
+                    except OSError:
+                        old = None
                     shutil.rmtree(path, ignore_errors=True)
                     try:
                         path.mkdir()
-                        return n
                     except FileExistsError:
-                        pass
+                        continue
+                    _sweep(n, old)
+                    return n
         raise RuntimeError(f'no free lab block under {CLAIMS}')
 
     @staticmethod
@@ -273,6 +278,36 @@ class Lab:
 
     def __exit__(self, *exc):
         self.down()
+
+
+def _sweep(block: int, old_dir: str | None) -> None:
+    """What a lab of `block` left when its directory was deleted under it
+    (so no `down()` could replay its record): the processes still writing to
+    logs in that directory, and the namespaces named with the block's prefix
+    (with what runs in them).  A new lab then starts on a clean block."""
+    pids = []
+    logs = f'{old_dir}/logs/' if old_dir else None
+    for entry in os.listdir('/proc'):
+        if logs and entry.isdigit():
+            try:
+                if os.readlink(f'/proc/{entry}/fd/1').startswith(logs):
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    r = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True)
+    namespaces = [line.split()[0] for line in r.stdout.splitlines()
+                  if line.startswith(f'xh{block}-')]
+    for ns in namespaces:
+        r = subprocess.run(['ip', 'netns', 'pids', ns], capture_output=True, text=True)
+        pids += [int(p) for p in r.stdout.split() if p.isdigit()]
+    for pid in pids:
+        _kill_group(pid, 1.0)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for ns in namespaces:
+        subprocess.run(['ip', 'netns', 'delete', ns], capture_output=True)
 
 
 def _unlink(path: str) -> None:
