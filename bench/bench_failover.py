@@ -20,13 +20,13 @@ from xenha.state import StateDB
 BIN = f'{sys.prefix}/bin'
 
 
-def one_run(n: int, mode: str, create_delay: float,
-            autoballoon: bool = False) -> tuple[float, str, list]:
+def one_run(n: int, mode: str, create_delay: float, autoballoon: bool = False,
+            create_parallel: int | None = None) -> tuple[float, str, list]:
     """mode: 'handler' (Nagios' way in), 'engine' or 'one-at-a-time' (in-process)."""
     guests = tuple(cluster.GuestSpec(f'g{i:02d}', 'dom0-1', 256, 'none') for i in range(n))
     lab = cluster.up(hosts=(('dom0-1', 'active'), ('spare-1', 'spare'), ('spare-2', 'spare')),
                      guests=guests, storage=False, host_memory_mb=32768,
-                     create_parallel=4)
+                     **({'create_parallel': create_parallel} if create_parallel else {}))
     try:
         from xenha.lab import xensim
         for spare in ('spare-1', 'spare-2'):
@@ -66,19 +66,24 @@ def main() -> int:
     ap.add_argument('--autoballoon', action='store_true',
                     help='the spares run xl with autoballoon on: their creates queue '
                          'behind /var/lock/xl (default: off, dom0_mem set, as advised)')
+    ap.add_argument('--create-parallel', type=int,
+                    help="the inventory's create_parallel (default: its default)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(',')]
+    from xenha.inventory import Defaults
+    parallel = args.create_parallel or Defaults.create_parallel
     for delay in (float(x) for x in args.create_delays.split(',')):
-        print(f'\nsimulated xl create takes {delay:g} s; 2 spares, create_parallel = 4, '
+        print(f'\nsimulated xl create takes {delay:g} s; 2 spares, create_parallel = '
+              f'{parallel}{"" if args.create_parallel else " (the default)"}, '
               f'autoballoon {"on" if args.autoballoon else "off"}')
-        table(sizes, delay, args.autoballoon)
+        table(sizes, delay, args.autoballoon, args.create_parallel)
     return 0
 
 
-def table(sizes, delay, autoballoon=False):
+def table(sizes, delay, autoballoon=False, create_parallel=None):
     print('N    handler->verified   engine   one-at-a-time   speed-up (one-at-a-time / engine)')
     for n in sizes:
-        runs = {m: one_run(n, m, delay, autoballoon)
+        runs = {m: one_run(n, m, delay, autoballoon, create_parallel)
                 for m in ('handler', 'engine', 'one-at-a-time')}
         bad = [f'{m}: {msg[:70]}' for m, (_, msg, _) in runs.items()
                if not msg.startswith('dom0-1 failed over: ') or 'NOT running' in msg]
