@@ -130,6 +130,41 @@ def test_checks_ok_paused_destroyed(real):
     assert wait_count(real, 'mail1', 2) == 2
 
 
+def test_creates_on_one_dom0_overlap_with_autoballoon_off(real):
+    """What the simulator models and create_parallel counts on: with dom0_mem
+    set (autoballoon "auto" is then off), real xl 4.17 takes no /var/lock/xl,
+    so two creates on one dom0 are built side by side.  Diskless guests on the
+    spare; each create's start and end are stamped on the dom0 itself."""
+    from xenha.lab import dom0, qemu
+    from xenha.runner import SSHRunner
+    h = real.info['hosts']['dom0-2']
+    boot = '\n'.join(qemu.GUEST_BOOT)
+    with SSHRunner(h['address'], dom0.ssh_options(real), timeout=180) as r:
+        names = ('par0', 'par1', 'par2')
+        for n in names:
+            assert r.run(['tee', f'/root/{n}.cfg'], 30, input=(
+                f'name = "{n}"\ntype = "pv"\nmemory = 128\nvcpus = 1\n{boot}\n')).exit == 0
+
+        def stamped(n):
+            return ['sh', '-c', f'date +%s.%N; xl create /root/{n}.cfg >&2; date +%s.%N']
+        try:
+            alone = r.run(stamped('par0'), 180)
+            (a, b) = r.run_many([stamped('par1'), stamped('par2')], 180)
+            assert (alone.exit, a.exit, b.exit) == (0, 0, 0), (alone, a, b)
+            locks = r.run(['sh', '-c', 'ls /run/lock; cat /proc/locks'], 30).out
+        finally:
+            for n in names:
+                r.run(['xl', 'destroy', n], 60)
+    (t0, t1), (a0, a1), (b0, b1) = ([float(x) for x in res.out.split()]
+                                    for res in (alone, a, b))
+    say(f'xl create alone on dom0-2: {t1 - t0:.1f}s; two at once: {a1 - a0:.1f}s and '
+        f'{b1 - b0:.1f}s, ending {abs(a1 - b1):.1f}s apart')
+    # xl would have made its lock file had it taken the lock
+    assert 'xl' not in locks.split(), locks
+    # in turn, the second would end a whole create after the first
+    assert abs(a1 - b1) < 0.6 * (t1 - t0)
+
+
 def storage_args(lab, host):
     from xenha.lab import dom0
     opts = dom0.ssh_options(lab)
