@@ -53,7 +53,7 @@ golden: real-xen-image
 	$(PY) -m xenha.lab.xenimage record-golden
 
 test-real-xen: real-xen-image
-	XENHA_REAL_XEN=1 XENHA_REAL_XEN_DEMO=1 $(PY) -m pytest -s tests/test_real_xen.py
+	XENHA_REAL_XEN=1 $(PY) -m pytest -s tests/test_real_xen.py
 
 readme: venv
 	$(PY) -m xenha.docs README.md

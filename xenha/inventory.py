@@ -69,7 +69,7 @@ class Defaults:
     max_restart: int = 3
     restart_window: float = 3600
     dedupe_window: float = 600
-    create_parallel: int = 4
+    create_parallel: int = 10                # one SSH connection's sessions (MaxSessions)
     split_brain_recheck: float = 1.0          # seconds between the guard's two looks
     nagios_command_file: str | None = None
     cluster_host: str = 'xen-cluster'
