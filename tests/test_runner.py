@@ -102,3 +102,13 @@ def test_ssh_a_command_that_times_out_leaves_the_others_running(dom0s):
             r.run(['sleep', '5'], 0.5)
         assert slow.result().out == 'done\n'
         assert r.run(['echo', 'again']).out == 'again\n'
+
+
+def test_connecting_gets_its_share_of_any_timeout():
+    """-t is the budget: 40% of it for connect/banner/auth (an emulated dom0's
+    banner took 16 s under load; a fixed 10 s ceiling cut it off whatever -t
+    said), the rest for the command, all before the plugin's own alarm."""
+    from xenha.runner import _split_timeouts
+    assert _split_timeouts(3) == pytest.approx((1.0, 2.5))
+    assert _split_timeouts(60) == pytest.approx((23.8, 59.5))
+    assert _split_timeouts(0.5) == pytest.approx((0.2, 0.4))
