@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -250,12 +251,55 @@ def test_a_create_whose_answer_is_lost_is_found_running(clab):
     r = e.failover('dom0-1')
     assert (r.result, r.moved) == ('ok', {'db1': 'dom0-3', 'web1': 'dom0-3'}), r.message
     creates = [m for s, m in journal(clab, r.job) if s == 'create']
+    h = clab.info['hosts']['dom0-3']
+    where = h['address'] + (f":{h['port']}" if h['port'] != 22 else '')
     assert sorted(creates) == sorted(
         [f'{u} on dom0-3: dom0-3 failed during create: xl create {clab.dir}/xen/{u}.cfg on '
-         f'{clab.info["hosts"]["dom0-3"]["address"]} did not finish within 4s (looking '
+         f'{where} did not finish within 4s (looking '
          'whether it came up all the same)' for u in ('db1', 'web1')]
         + [f'{u} runs on dom0-3 after all' for u in ('db1', 'web1')])
     assert placement(clab)['db1'] == ['dom0-3'] and placement(clab)['web1'] == ['dom0-3']
+
+
+def test_a_lost_create_still_queued_is_not_started_elsewhere(tmp_path):
+    """xl on spare dom0-2 is busy (autoballoon on: another create holds
+    /var/lock/xl for 8 s), so a2's create queues (a1 goes to the emptier
+    dom0-3) there and its SSH command
+    times out; the domain has not shown when the job gives up.  A second
+    failover must not start a2 on dom0-3 while that xl may still finish: it
+    would run twice once it does."""
+    import dataclasses
+    guests = (cluster.GuestSpec('a1', 'dom0-1', 256, 'none'),
+              cluster.GuestSpec('a2', 'dom0-1', 256, 'none'))
+    lab = cluster.up(storage=False, guests=guests, hosts=(
+        ('dom0-1', 'active'), ('dom0-2', 'spare'), ('dom0-3', 'spare')))
+    try:
+        busy = dom0.state_dir(lab, 'dom0-2')
+        xensim.update(busy, create_delay=8.0, autoballoon=True)
+        cfg = lab.dir / 'other.cfg'
+        cfg.write_text('name = "other"\nmemory = 128\n')
+        other = subprocess.Popen([str(Path(lab.info['hosts']['dom0-2']['bin']) / 'xl'),
+                                  'create', str(cfg)], env=dom0.env_for(lab, 'dom0-2'),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while 'other' not in {d['name'] for d in xensim.read(busy)['domains']}:
+            time.sleep(0.05)
+        dom0.power(lab, 'dom0-1', on=False)
+        e = engine(lab)
+        e.d = dataclasses.replace(e.d, timeout=1.0)
+        r = e.failover('dom0-1')
+        assert r.result == 'partial' and r.moved == {'a1': 'dom0-3'}, r.message
+        assert r.failed['a2'].endswith('it may still appear on dom0-2: not started '
+                                       'anywhere else for 600s'), r.failed
+        again = engine(lab).failover('dom0-1')
+        assert again.skipped['a2'].startswith('a create of a2 on dom0-2 lost its answer ')
+        assert 'a2' not in again.moved
+        other.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while 'a2' not in placement(lab) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert placement(lab)['a2'] == ['dom0-2']      # once, where xl finished it
+    finally:
+        assert lab.down() == []
 
 
 def test_domu_already_running_elsewhere_is_left_alone(clab):

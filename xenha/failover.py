@@ -38,6 +38,9 @@ from xenha.xen import Domain, HostInfo, Toolstack, ToolstackError, failure_reaso
 
 MiB = 1024 * 1024
 DOMU_SERVICE = 'xen domain'     # the service every rendered domU host carries
+# A create whose answer was lost and whose domain never showed: for this long
+# no job starts that domU anywhere else (a queued or hung xl may still build it)
+PENDING_WINDOW = 600.0
 
 
 @dataclass
@@ -235,10 +238,22 @@ class Engine:
         for u in victims:
             if u.name in running:
                 plan.already[u.name] = running[u.name][0]
+            elif (why := self.pending_elsewhere(u.name)):
+                plan.skipped[u.name] = why
             else:
                 plan.victims.append(u)
         self._place(plan, others, listings, infos)
         return plan
+
+    def pending_elsewhere(self, name: str) -> str | None:
+        """Why `name` must not be started now: a lost create that may still finish."""
+        pending = self.db.pending(name, PENDING_WINDOW)
+        if pending is None:
+            return None
+        host, at = pending
+        return (f'a create of {name} on {host} lost its answer {time.time() - at:.0f}s ago '
+                f'and xl may still finish it: not starting it elsewhere for '
+                f'{PENDING_WINDOW:g}s (check `xl list` on {host})')
 
     def candidates(self, others: list[Dom0], listings: dict) -> list[Dom0]:
         hosts = [h for h in others if h.role == 'spare']
@@ -405,6 +420,16 @@ class Engine:
                 break
             time.sleep(0.1)
         self.db.record_listing(host.address, list(doms.values()), hostname=host.name)
+        for name in unsure:
+            if name in doms:
+                continue
+            # never seen: xl may still be queued there; no job starts it elsewhere
+            self.db.record_pending(name, host.name)
+            result[name] += (f'; it may still appear on {host.name}: not started anywhere '
+                             f'else for {PENDING_WINDOW:g}s')
+        for name, why in result.items():
+            if why is None:
+                self.db.clear_pending(name)
         return result
 
     def relocate(self, placement: dict[str, str], report: Report,

@@ -65,6 +65,10 @@ def _restart(engine: Engine, u, report: Report, why: str) -> None:
     if busy:
         return _end(engine, report, 'noop', f'a failover of {busy[0]} is running: '
                     f'it handles {u.name}')
+    if where_present:
+        engine.db.clear_pending(u.name)      # a lost create that did finish
+    elif (pending := engine.pending_elsewhere(u.name)):
+        return _end(engine, report, 'refused', pending)
     healthy = [h for h, dom in where_present.items() if dom.state.healthy]
     if len(where_present) > 1:
         return _end(engine, report, 'failed', f'{u.name} is on {" and ".join(where_present)}: '

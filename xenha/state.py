@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS fenced (
     host      TEXT PRIMARY KEY,   -- as in listing.host: the dom0's address
     at        REAL NOT NULL       -- fencing confirmed: nothing runs there since
 );
+CREATE TABLE IF NOT EXISTS pending (
+    domu      TEXT PRIMARY KEY,   -- a create whose answer was lost, never seen since:
+    host      TEXT NOT NULL,      -- the dom0 (name) where xl may still finish it
+    at        REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS restart (
     domu      TEXT NOT NULL,
     at        REAL NOT NULL
@@ -102,7 +107,7 @@ class StateDB:
             self.db.execute('PRAGMA journal_mode = WAL')
         self.db.execute('PRAGMA synchronous = NORMAL')
         # the newest table: a database from before it gets the rest IF NOT EXISTS
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='fenced'").fetchone():
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='pending'").fetchone():
             self.db.executescript(SCHEMA)
         self._lock = threading.Lock()   # the engine's threads share one connection
 
@@ -145,6 +150,22 @@ class StateDB:
 
     def fenced_hosts(self) -> dict[str, float]:
         return dict(self.execute('SELECT host, at FROM fenced'))
+
+    # -- creates that may still finish ------------------------------------------------
+    def record_pending(self, domu: str, host: str, at: float | None = None) -> None:
+        """`xl create` of `domu` on `host` lost its answer and the domain never
+        showed: a queued or hung xl there may still build it."""
+        self.execute('INSERT OR REPLACE INTO pending VALUES (?,?,?)',
+                     (domu, host, at or time.time()))
+
+    def pending(self, domu: str, window: float) -> tuple[str, float] | None:
+        """(host, when) of a create of `domu` that may still finish, within `window` s."""
+        row = self.one('SELECT host, at FROM pending WHERE domu = ? AND at > ?',
+                       (domu, time.time() - window))
+        return (row[0], row[1]) if row else None
+
+    def clear_pending(self, domu: str) -> None:
+        self.execute('DELETE FROM pending WHERE domu = ?', (domu,))
 
     def listings(self) -> list[Listing]:
         return [_listing(r) for r in
