@@ -427,9 +427,7 @@ class Engine:
             self.db.record_pending(name, host.name)
             result[name] += (f'; it may still appear on {host.name}: not started anywhere '
                              f'else for {PENDING_WINDOW:g}s')
-        for name, why in result.items():
-            if why is None:
-                self.db.clear_pending(name)
+        self.db.clear_pending(*(name for name, why in result.items() if why is None))
         return result
 
     def relocate(self, placement: dict[str, str], report: Report,

@@ -164,8 +164,10 @@ class StateDB:
                        (domu, time.time() - window))
         return (row[0], row[1]) if row else None
 
-    def clear_pending(self, domu: str) -> None:
-        self.execute('DELETE FROM pending WHERE domu = ?', (domu,))
+    def clear_pending(self, *domus: str) -> None:
+        if domus:
+            self.execute(f'DELETE FROM pending WHERE domu IN ({",".join("?" * len(domus))})',
+                         domus)
 
     def listings(self) -> list[Listing]:
         return [_listing(r) for r in
