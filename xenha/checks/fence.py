@@ -112,8 +112,8 @@ class Fence(nagiosplugin.Resource):
             message = message.removeprefix(f'{agent} status: ')
             _log.info('%s: %s: %s (%.2fs)', self.dom0, name, message, took)
             self.probes.append(Probe(name, 'agent', state, message, took, problems))
-            yield nagiosplugin.Metric(name.split(' ', 1)[1].replace(' #', '_'), round(took, 3), 's',
-                                      min=0, context='seconds')
+            perf = name.split(' ', 1)[1].replace(' #', '_')      # fence_ipmilan_2
+            yield nagiosplugin.Metric(perf, round(took, 3), 's', min=0, context='seconds')
         self.doing = 'evaluating'
         yield nagiosplugin.Metric('working_agents', sum(p.works for p in self.probes),
                                   min=0, max=sum(p.method == 'agent' for p in self.probes),
