@@ -4,8 +4,9 @@ Asks each fence agent of the dom0's chain (from the inventory) for the power
 state, one after another, as Pacemaker monitors its stonith devices: a wrong
 password, an unreachable BMC or a missing agent shows up now, not when the
 failover refuses to start anything.  Only the agents' read-only `status`
-action is used; the password goes on the agent's stdin, never on a command
-line or into the output.
+action is used, run from here as a failover would run it; the password never
+goes on a command line or into the output.  The agents share -t, each given
+at most its own `timeout` from the inventory.
 
   OK        an agent answers and says the dom0 is on
   WARNING   the first agent fails but a later one answers; an agent says the
