@@ -182,8 +182,7 @@ class FenceSummary(nagiosplugin.Summary):
 
 def parse_args(argv=None):
     p = plugin.ArgumentParser('FENCE', __doc__)
-    p.add_argument('--inventory', default='/etc/xenha/cluster.toml', metavar='FILE',
-                   help='cluster description (default /etc/xenha/cluster.toml)')
+    plugin.add_inventory_argument(p)
     p.add_argument('--dom0', required=True, metavar='NAME',
                    help='the dom0 whose fence chain to check (its [dom0.NAME])')
     plugin.add_common_arguments(p, timeout=10)
