@@ -102,8 +102,10 @@ class Fence(nagiosplugin.Resource):
             agents_left -= 1
             self.doing = f'{name} status'
             started = time.monotonic()
-            state, message = (fencing.power_state(m, budget) if budget >= 0.5
-                              else ('unknown', 'not asked: no time left'))
+            if budget < 0.5:                # -t too short to ask it at all
+                state, message = 'hung', 'not asked: no time left'
+            else:
+                state, message = fencing.power_state(m, budget)
             took = time.monotonic() - started
             if state == 'unknown':
                 # our timer, not the agent, ended it, and -t made that timer short
