@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ('check_xen_host', 'check_xen_domu', 'check_iscsi_target', 'check_aoe_target',
-            'check_xen_capacity', 'handle_dom0_event', 'handle_domu_event', 'xenha')
+            'check_xen_capacity', 'check_fence', 'handle_dom0_event', 'handle_domu_event',
+            'xenha')
 
 
 @pytest.fixture(scope='module')

@@ -337,6 +337,9 @@ CASES = {
     'timing: no attempts':
         ('toolstack = "xl"', 'toolstack = "xl"\n[timing]\ndom0_attempts = 0',
          ["cluster.toml:4: [timing] dom0_attempts = 0: must be between 1 and 100"]),
+    'timing: fencing service never checked':
+        ('toolstack = "xl"', 'toolstack = "xl"\n[timing]\nfence_check = 0',
+         ["cluster.toml:4: [timing] fence_check = 0: must be between 1 and 86400"]),
     'timing: unknown key':
         ('toolstack = "xl"', 'toolstack = "xl"\n[timing]\ndom0_retries = 3',
          ["cluster.toml:4: [timing] dom0_retries: unknown key (did you mean "

@@ -57,7 +57,8 @@ def all_green(lab):
     st = nagios.status(lab)
     want = [v for k, v in st.items() if (k[0] == 'service' and k[2] != 'failover')
             or (k[0] == 'host' and k[1] in lab.info['hosts'])]
-    return len(want) >= 15 and all(v.get('has_been_checked') == '1' and
+    # 3 dom0s + 3 "xen host" + 3 "fencing" + 4 "xen domain" + 4 targets + capacity
+    return len(want) >= 18 and all(v.get('has_been_checked') == '1' and
                                    v['current_state'] == '0' for v in want)
 
 
@@ -65,6 +66,10 @@ def test_1_all_green_first(nlab):
     wait('every host and service checked and OK', lambda: all_green(nlab), 60)
     out = svc(nlab, 'web1', 'xen domain')['plugin_output']
     assert re.fullmatch(r'XEN_DOMU OK - web1 is blocked on dom0-1( \(cached \d+s ago\))?', out)
+    # each dom0's BMC (a real ipmi_sim) answers fence_ipmilan, run by Nagios
+    for host in nlab.info['hosts']:
+        assert svc(nlab, host, 'fencing')['plugin_output'] == (
+            f'FENCE OK - {host}: agent fence_ipmilan answers (power on)')
 
 
 def test_2_bmc_power_off_fails_over_through_nagios(nlab):

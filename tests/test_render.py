@@ -63,7 +63,8 @@ def test_nagios_accepts_the_rendering(tmp_path, inventory, fast):
     assert 'Total Warnings: 0' in v.stdout
     c = load(inventory)
     hosts = len(c.dom0s) + len(c.storage) + len(c.domus) + 1
-    services = len(c.dom0s) + len(c.targets) + len(c.domus) + 2
+    # per dom0 "xen host" and "fencing", per target, per domU, capacity, failover
+    services = 2 * len(c.dom0s) + len(c.targets) + len(c.domus) + 2
     assert f'Checked {hosts} hosts.' in v.stdout
     assert f'Checked {services} services.' in v.stdout
     # Nagios splits each servicedependency into an execution and a notification one.
@@ -97,7 +98,8 @@ def test_timing_in_interval_length_units():
 
 SLOW = {'dom0_check': 20, 'dom0_retry': 7, 'dom0_attempts': 4, 'dom0_check_timeout': 40,
         'domu_check': 30, 'domu_retry': 15, 'domu_attempts': 3, 'domu_max_age': 90,
-        'target_check': 45, 'capacity_timeout': 50, 'check_timeout': 70}
+        'target_check': 45, 'capacity_timeout': 50, 'check_timeout': 70,
+        'fence_check': 600, 'fence_retry': 120, 'fence_attempts': 4}
 
 
 def slow_example(tmp: Path) -> Path:
@@ -127,12 +129,17 @@ def test_timing_from_the_inventory(tmp_path):
         assert line in domain
     assert 'check_interval                  45\n' in \
         nagios['templates.cfg'].split('xenha-target\n')[1]
+    fence = nagios['templates.cfg'].split('xenha-fence\n')[1][:400]
+    for line in ('max_check_attempts              4', 'check_interval                  600\n',
+                 'retry_interval                  120\n'):
+        assert line in fence
     assert '--toolstack-command /usr/sbin/xl --sudo!40\n' in nagios['dom0s.cfg']   # host
     assert '--toolstack-command /usr/sbin/xl --sudo!70\n' in nagios['dom0s.cfg']   # service
     cmds = nagios['commands.cfg']
     assert '--domain $HOSTNAME$ --max-age 90 -t 70\n' in cmds
     assert '/check_iscsi_target $ARG1$ -t 70\n' in cmds
     assert '/check_xen_capacity --inventory $USER2$ -t 50\n' in cmds
+    assert '/check_fence --inventory $USER2$ --dom0 $HOSTNAME$ -t 70\n' in cmds
     assert nagios['nagios.cfg.example'].endswith(
         'host_check_timeout=45\nservice_check_timeout=75\n')
     icinga = render(c, 'icinga2')
@@ -140,7 +147,12 @@ def test_timing_from_the_inventory(tmp_path):
             '  event_command = "xenha-dom0-event"\n  vars.xenha_timeout = 40 '
             in icinga['templates.conf'])
     assert '  vars.xenha_timeout = 70\n' in icinga['services.conf']
-    assert icinga['commands.conf'].count('  timeout = 75s') == 5
+    assert icinga['commands.conf'].count('  timeout = 75s') == 6
+    # the dom0 host's own xenha_timeout (40, the host check's) must not win
+    assert ('  check_command = "xenha-fence"\n  vars.xenha_timeout = 70 '
+            in icinga['services.conf'])
+    assert ('  max_check_attempts = 4\n  check_interval = 600s\n  retry_interval = 120s\n'
+            '  assign where host.vars.xenha_kind == "dom0"' in icinga['services.conf'])
     assert '  vars.xenha_max_age = 90\n' in icinga['commands.conf']
 
     default = render(load(EXAMPLE), 'all')
@@ -180,6 +192,14 @@ def test_nagios_objects_for_the_example():
     assert ('check_command                   check_iscsi_target!-H 127.0.10.5 -p 3260 '
             '--target iqn.2026-01.org.example.san-1:xen --lun 1 --chap-user xenha '
             '--chap-secret-file /etc/xenha/chap-san-1.secret\n') in files['storage.cfg']
+    # one "fencing" service per dom0, checked from here with the dom0's name
+    fencing = [block for block in files['dom0s.cfg'].split('define service {')
+               if 'service_description             fencing\n' in block]
+    assert [re.search(r'host_name +(\S+)', b)[1] for b in fencing] == [
+        'dom0-1', 'dom0-2', 'spare-1']
+    assert all('check_command                   check_fence\n' in b for b in fencing)
+    assert ('command_line    $USER1$/check_fence --inventory $USER2$ --dom0 $HOSTNAME$ '
+            '-t 10\n') in cmds
     cluster = files['cluster.cfg']
     failover = cluster.split('service_description             failover')[1]
     for line in ('active_checks_enabled           0', 'passive_checks_enabled          1',
@@ -231,6 +251,10 @@ def test_icinga2_accepts_the_rendering(tmp_path, inventory):
     assert f'Instantiated {hosts} Hosts.' in v.stdout
     deps = sum(len(u.targets) for u in c.domus.values())
     assert f'Instantiated {deps} Dependencies.' in v.stdout
+    # per dom0 "xen host" and "fencing", per domU "xen domain", per target, capacity,
+    # failover
+    services = 2 * len(c.dom0s) + len(c.domus) + len(c.targets) + 2
+    assert f'Instantiated {services} Services.' in v.stdout
 
 
 def test_icinga2_check_can_fail(tmp_path):
@@ -390,8 +414,8 @@ def test_a_real_nagios_runs_the_rendering(tmp_path):
     plugins.mkdir()
     failing = {'check_xen_host': 'dom0-1.example.org', 'check_xen_domu': 'mail1'}
     for name in ('check_xen_host', 'check_xen_domu', 'check_iscsi_target',
-                 'check_aoe_target', 'check_xen_capacity', 'handle_dom0_event',
-                 'handle_domu_event'):
+                 'check_aoe_target', 'check_xen_capacity', 'check_fence',
+                 'handle_dom0_event', 'handle_domu_event'):
         p = plugins / name
         p.write_text(STUB.format(name=name, calls=calls,
                                  failing=failing.get(name, '-no-such-')))
@@ -440,6 +464,9 @@ def test_a_real_nagios_runs_the_rendering(tmp_path):
     assert ('check_aoe_target [--interface] [eth1] [--shelf] [1] [--slot] [2] [-t] [10]'
             in seen)
     assert f'check_xen_capacity [--inventory] [{tmp_path}/cluster.toml] [-t] [20]' in seen
+    for dom0 in ('dom0-1', 'dom0-2', 'spare-1'):
+        assert (f'check_fence [--inventory] [{tmp_path}/cluster.toml] [--dom0] [{dom0}] '
+                '[-t] [10]') in seen
     # From the first failed check to HARD DOWN: at most two 5 s retries (sooner when
     # the failing "xen host" service triggers an on-demand host check).
     times = {m.group(2): int(m.group(1)) for m in re.finditer(
@@ -466,14 +493,18 @@ def test_a_real_icinga2_runs_the_rendering(tmp_path):
     (Icinga passes argv, no shell: 'sudo -n /usr/sbin/xm' stays one word), and the
     event commands get name, state, state type and attempt, in that order."""
     out, plugins, calls = tmp_path / 'objects', tmp_path / 'plugins', tmp_path / 'calls'
-    assert run_render('--inventory', GOOD, '--format', 'icinga2', '--output', out,
+    # Icinga spreads first checks over the interval: the fencing services' 300 s
+    # would outlast the test
+    inventory = tmp_path / 'good.toml'
+    inventory.write_text(GOOD.read_text() + '\n[timing]\nfence_check = 5\n')
+    assert run_render('--inventory', inventory, '--format', 'icinga2', '--output', out,
                       '--plugin-dir', plugins,
                       '--config-inventory', '/etc/xenha/cluster.toml').returncode == 0
     plugins.mkdir()
     failing = {'check_xen_host': '127.0.10.11', 'check_xen_domu': 'web1'}
     for name in ('check_xen_host', 'check_xen_domu', 'check_iscsi_target',
-                 'check_aoe_target', 'check_xen_capacity', 'handle_dom0_event',
-                 'handle_domu_event'):
+                 'check_aoe_target', 'check_xen_capacity', 'check_fence',
+                 'handle_dom0_event', 'handle_domu_event'):
         p = plugins / name
         p.write_text(STUB.format(name=name, calls=calls,
                                  failing=failing.get(name, '-no-such-')))
@@ -496,6 +527,7 @@ def test_a_real_icinga2_runs_the_rendering(tmp_path):
             '[xenha] [-p] [2200] [-t] [4]')      # the host check: 4 s
     domu = ('check_xen_domu [--cluster] [/etc/xenha/cluster.toml] [--domain] [web1] '
             '[--max-age] [60] [-t] [7]')
+    fence = 'check_fence [--dom0] [dom0-1] [--inventory] [/etc/xenha/cluster.toml] [-t] [7]'
     dom0_event = re.compile(r'handle_dom0_event \[--inventory\] \[/etc/xenha/cluster.toml\]'
                             r' \[dom0-1\] \[DOWN\] \[(SOFT|HARD)\] \[\d\]$')
     domu_event = re.compile(r'handle_domu_event \[--inventory\] \[/etc/xenha/cluster.toml\]'
@@ -508,7 +540,8 @@ def test_a_real_icinga2_runs_the_rendering(tmp_path):
         deadline = time.monotonic() + 40       # first checks are splayed over 10 s
         while time.monotonic() < deadline:
             lines = seen()
-            if (host in lines and domu in lines and any(map(dom0_event.match, lines))
+            if (host in lines and domu in lines and fence in lines
+                    and any(map(dom0_event.match, lines))
                     and any(map(domu_event.match, lines))):
                 break
             time.sleep(0.2)
@@ -518,6 +551,7 @@ def test_a_real_icinga2_runs_the_rendering(tmp_path):
     lines = seen()
     assert host in lines
     assert domu in lines
+    assert fence in lines, [line for line in lines if line.startswith('check_fence')]
     assert any(map(dom0_event.match, lines)), lines
     assert any(map(domu_event.match, lines)), lines
     # scratch has ha = false: its service runs no event handler.

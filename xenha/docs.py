@@ -14,7 +14,8 @@ from pathlib import Path
 BEGIN = '<!-- BEGIN COMMAND REFERENCE (python -m xenha.docs README.md) -->'
 END = '<!-- END COMMAND REFERENCE -->'
 COMMANDS = [['check_xen_host'], ['check_xen_domu'], ['check_iscsi_target'],
-            ['check_aoe_target'], ['check_xen_capacity'], ['handle_dom0_event'],
+            ['check_aoe_target'], ['check_xen_capacity'], ['check_fence'],
+            ['handle_dom0_event'],
             ['handle_domu_event'], ['xenha'], ['xenha', 'failover'], ['xenha', 'restart'],
             ['xenha', 'status'], ['xenha', 'journal'], ['xenha', 'render'],
             ['xenha', 'lab'], ['xenha', 'demo']]

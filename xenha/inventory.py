@@ -105,6 +105,10 @@ class Timing:
     capacity_check: int = 300
     capacity_retry: int = 60
     capacity_attempts: int = 2
+    # each dom0's "fencing" service: its fence agents asked for the power state
+    fence_check: int = 300
+    fence_retry: int = 60
+    fence_attempts: int = 3
     notification_interval: int = 1800
     # the checks' -t (services; default: [defaults] timeout rounded up)
     check_timeout: int = 10

@@ -96,6 +96,12 @@ def add_toolstack_arguments(parser: argparse.ArgumentParser) -> None:
                    help="prefix every command with 'sudo -n'")
 
 
+def add_inventory_argument(parser: argparse.ArgumentParser) -> None:
+    """--inventory, for the checks that read the cluster description."""
+    parser.add_argument('--inventory', default='/etc/xenha/cluster.toml', metavar='FILE',
+                        help='cluster description (default /etc/xenha/cluster.toml)')
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, timeout: int = 10) -> None:
     parser.add_argument('-t', '--timeout', type=float, default=timeout,
                         help=f'seconds before giving up (UNKNOWN); default {timeout}')

@@ -122,8 +122,7 @@ class CapacitySummary(nagiosplugin.Summary):
 
 def parse_args(argv=None):
     p = plugin.ArgumentParser('XEN_CAPACITY', __doc__)
-    p.add_argument('--inventory', default='/etc/xenha/cluster.toml', metavar='FILE',
-                   help='cluster description (default /etc/xenha/cluster.toml)')
+    plugin.add_inventory_argument(p)
     p.add_argument('--max-age', type=float, default=300, metavar='S',
                    help='use cached figures younger than S seconds (default 300)')
     p.add_argument('--state-db', metavar='FILE', help="state cache (default: the inventory's)")

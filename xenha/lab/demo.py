@@ -208,6 +208,9 @@ def hand_checks(lab, c, say) -> None:
     for h in c.dom0s.values():
         _check(say, [str(BIN / 'check_xen_host'), '-H', h.address, *ssh, *free],
                f'check_xen_host {h.name}')
+    for h in c.dom0s.values():
+        _check(say, [str(BIN / 'check_fence'), '--inventory', inv, '--dom0', h.name,
+                     '-t', str(t.check_timeout)], f'check_fence {h.name}')
     for u in c.domus:
         _check(say, [str(BIN / 'check_xen_domu'), '--cluster', inv, '--domain', u,
                      '--max-age', str(t.domu_max_age), '-t', str(t.check_timeout)],

@@ -52,7 +52,7 @@ define contactgroup {
 }
 '''
 COMMANDS = ('check_xen_host', 'check_xen_domu', 'check_iscsi_target', 'check_aoe_target',
-            'check_xen_capacity', 'handle_dom0_event', 'handle_domu_event')
+            'check_xen_capacity', 'check_fence', 'handle_dom0_event', 'handle_domu_event')
 FAST = ['service_inter_check_delay_method=n', 'host_inter_check_delay_method=n',
         'max_service_check_spread=1', 'max_host_check_spread=1',
         'check_result_reaper_frequency=1', 'retain_state_information=0',
