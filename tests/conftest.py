@@ -125,6 +125,13 @@ def journal(lab, job=None):
         return [(r['step'], r['message']) for r in db.journal_rows(job=job)]
 
 
+def ssh_where(lab, host='dom0-1') -> str:
+    """A lab dom0 as the SSH runner names it in messages: its address, with
+    the port when it is not 22 (a lab block whose port 22 is taken uses 2222)."""
+    h = lab.info['hosts'][host]
+    return h['address'] + (f":{h['port']}" if h.get('port', 22) != 22 else '')
+
+
 def demo_story(r, first_line: str, hand_checks: int, nagios_checks: int, dead: str,
                moved: dict) -> float:
     """Assert the whole story a `xenha demo` run told (exit 0, first line, every

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import run, ssh_args
+from conftest import run, ssh_args, ssh_where
 from xenha.lab import dom0, xensim
 
 GiB = 1024 ** 3
@@ -68,14 +68,14 @@ def test_host_down_is_unknown_connection_refused(web):
     dom0.power(web, 'dom0-1', on=False)
     r = run('check_xen_host', *ssh_args(web, 'dom0-1'))
     assert (r.rc, r.first) == (
-        3, f'XEN_HOST UNKNOWN - SSH to {addr(web)}: connection refused (host down?)')
+        3, f'XEN_HOST UNKNOWN - SSH to {ssh_where(web)}: connection refused (host down?)')
 
 
 def test_host_hung_is_unknown_within_timeout(web):
     dom0.hang(web, 'dom0-1')
     r = run('check_xen_host', *ssh_args(web, 'dom0-1'), '-t', '3')
     assert (r.rc, r.first) == (
-        3, f'XEN_HOST UNKNOWN - SSH to {addr(web)} timed out after 1s waiting for '
+        3, f'XEN_HOST UNKNOWN - SSH to {ssh_where(web)} timed out after 1s waiting for '
            'the server (host hung?)')
     assert r.seconds < 3
 
@@ -230,7 +230,7 @@ def test_domu_host_down_is_unknown(web):
     dom0.power(web, 'dom0-1', on=False)
     r = run('check_xen_domu', *ssh_args(web, 'dom0-1'), '--domain', 'web1')
     assert (r.rc, r.first) == (
-        3, f'XEN_DOMU UNKNOWN - SSH to {addr(web)}: connection refused (host down?)')
+        3, f'XEN_DOMU UNKNOWN - SSH to {ssh_where(web)}: connection refused (host down?)')
 
 
 def test_domu_cached_answer_needs_no_ssh(web):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cluster_lab, engine, journal, placement
+from conftest import cluster_lab, engine, journal, placement, ssh_where
 
 from xenha.lab import bmc, cluster, dom0, xensim
 
@@ -251,8 +251,7 @@ def test_a_create_whose_answer_is_lost_is_found_running(clab):
     r = e.failover('dom0-1')
     assert (r.result, r.moved) == ('ok', {'db1': 'dom0-3', 'web1': 'dom0-3'}), r.message
     creates = [m for s, m in journal(clab, r.job) if s == 'create']
-    h = clab.info['hosts']['dom0-3']
-    where = h['address'] + (f":{h['port']}" if h['port'] != 22 else '')
+    where = ssh_where(clab, 'dom0-3')
     assert sorted(creates) == sorted(
         [f'{u} on dom0-3: dom0-3 failed during create: xl create {clab.dir}/xen/{u}.cfg on '
          f'{where} did not finish within 4s (looking '

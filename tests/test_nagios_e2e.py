@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from conftest import ssh_where
+
 from xenha.lab import cluster, dom0, nagios, xensim
 from xenha.state import StateDB
 
@@ -90,7 +92,7 @@ def test_2_bmc_power_off_fails_over_through_nagios(nlab):
     log = nagios.log_lines(nlab)
     hard = [l for l in log if 'HOST ALERT: dom0-1;DOWN;HARD;3;' in l]
     assert hard and hard[0].endswith(
-        f"XEN_HOST UNKNOWN - SSH to {nlab.info['hosts']['dom0-1']['address']}: "
+        f"XEN_HOST UNKNOWN - SSH to {ssh_where(nlab)}: "
         'connection refused (host down?)')
     assert any('HOST EVENT HANDLER: dom0-1;DOWN;HARD;3;' in l for l in log)
     failover = svc(nlab, 'xen-cluster', 'failover')
