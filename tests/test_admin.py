@@ -113,3 +113,28 @@ def test_bad_inventory_is_a_clear_error(tmp_path):
     assert f'xenha: {bad}: no active dom0' in r.err     # every error, not just the first
     r = run('check_xen_capacity', '--inventory', bad)
     assert r.rc == 3 and r.first.startswith(f'XEN_CAPACITY UNKNOWN - cannot load inventory: {bad}:')
+
+
+def test_a_pending_create_shows_in_status_and_an_operator_can_forget_it(lab, inv):
+    """build1's create on dom0-3 lost its answer (recorded pending): it is not
+    restarted anywhere until it shows or 10 minutes pass; `xenha status` says
+    so, and `xenha restart --forget-pending` is the operator's way out."""
+    import subprocess
+    from pathlib import Path
+    from xenha.state import StateDB
+    xl = str(Path(lab.info['hosts']['dom0-2']['bin']) / 'xl')
+    subprocess.run([xl, 'destroy', 'build1'], env=dom0.env_for(lab, 'dom0-2'), check=True)
+    with StateDB(lab.dir / 'state.db') as db:
+        db.record_pending('build1', 'dom0-3')
+    r = run('xenha', 'status', '--live', '--inventory', inv)
+    line = next(x for x in r.out.splitlines() if x.startswith('build1 '))
+    assert r.rc == 1 and line.startswith(
+        'build1       dom0-2     -                        NOT RUNNING  (a lost create on '
+        'dom0-3 may still finish: not started elsewhere for 6'), line
+    r = run('xenha', 'restart', 'build1', '-q', '--inventory', inv)
+    assert r.rc == 1 and r.out.startswith('a create of build1 on dom0-3 lost its answer '), r
+    r = run('xenha', 'restart', 'build1', '-q', '--forget-pending', '--inventory', inv)
+    assert (r.rc, r.out.splitlines()[0]) == (
+        0, 'build1 restarted on dom0-2 (restart 1 of 3 in 3600s)'), r
+    r = run('xenha', 'journal', '--inventory', inv, '--last', '6')
+    assert 'the lost create of build1 on dom0-3 is forgotten' in r.out

@@ -55,6 +55,14 @@ def cmd_restart(args) -> int:
         print(f'xenha: no domU {args.domu!r} in {cluster.source}', file=sys.stderr)
         return 2
     engine = Engine(cluster, say=None if args.quiet else _stamp)
+    if args.forget_pending:
+        from xenha.failover import PENDING_WINDOW
+        pending = engine.db.pending(args.domu, PENDING_WINDOW)
+        if pending:
+            engine.db.clear_pending(args.domu)
+            engine.log('pending', f'the lost create of {args.domu} on {pending[0]} is '
+                       'forgotten (an operator checked it will not finish)', 'warning',
+                       domu=args.domu, dom0=pending[0])
     report = restart(engine, args.domu, why=args.why or '')
     print(report.message)
     return report.code
@@ -110,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser('restart', help='restart a domU in place (or relocate it)')
     s.add_argument('domu')
     s.add_argument('--why', help='reason recorded in the journal')
+    s.add_argument('--forget-pending', action='store_true',
+                   help='a create of the domU lost its answer and blocks it for 10 '
+                        'minutes: you checked (xl list, ps) that it will not finish')
     s.add_argument('-q', '--quiet', action='store_true')
     _inventory_arg(s)
     s.set_defaults(func=cmd_restart)

@@ -34,6 +34,10 @@ def status(cluster, live: bool = False) -> int:
     for h in cluster.dom0s.values():
         print(f'{h.name:<12} {h.role:<7} {ages.get(h.name, "never seen")}')
     print()
+    import time
+    from xenha.failover import PENDING_WINDOW
+    with StateDB(cluster.defaults.state_db) as db:
+        pending = {name: db.pending(name, PENDING_WINDOW) for name in cluster.domus}
     print(f'{"DOMU":<12} {"HOME":<10} {"RUNS ON":<24} STATE')
     for name in sorted(set(cluster.domus) | set(rows)):
         u = cluster.domus.get(name)
@@ -42,6 +46,10 @@ def status(cluster, live: bool = False) -> int:
         state = ', '.join(s for _, s in places) or 'NOT RUNNING'
         if len(places) > 1:
             state += '  SPLIT BRAIN'
+        if not places and pending.get(name):
+            host, at = pending[name]
+            state += (f'  (a lost create on {host} may still finish: not started elsewhere '
+                      f'for {PENDING_WINDOW - (time.time() - at):.0f}s more)')
         if not places or len(places) > 1:
             problems += 1
         print(f'{name:<12} {(u.home if u else "?"):<10} {where:<24} {state}'
