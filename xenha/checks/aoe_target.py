@@ -23,6 +23,7 @@ import logging
 import nagiosplugin
 
 from xenha import plugin
+from xenha.checks import status
 from xenha.storage import aoe
 
 _log = logging.getLogger('nagiosplugin')
@@ -41,6 +42,10 @@ class AoeTarget(nagiosplugin.Resource):
     @property
     def name(self):
         return 'AOE_TARGET'
+
+    @property
+    def verdict(self):
+        return self.state, self.text
 
     @property
     def device(self):
@@ -160,26 +165,6 @@ class Initiator(AoeTarget):
                                       context='default')
 
 
-# --- evaluation -------------------------------------------------------------------
-class Status(nagiosplugin.Context):
-    def evaluate(self, metric, resource):
-        return self.result_cls(resource.state, resource.text, metric)
-
-    def performance(self, metric, resource):
-        return None
-
-
-class AoeSummary(nagiosplugin.Summary):
-    def ok(self, results):
-        return results['status'].hint
-
-    def problem(self, results):
-        first = results.first_significant
-        if first.metric is None or first.metric.name == 'status':
-            return first.hint
-        return f'{results["status"].hint}, {first.metric.description} ({first.hint})'
-
-
 # --- main ---------------------------------------------------------------------------
 def wait(args):
     """How long to wait for answers: below -t, so we report, not nagiosplugin."""
@@ -230,10 +215,10 @@ def main():
     args = parse_args()
     resource = Initiator(args) if args.initiator else Segment(args)
     check = nagiosplugin.Check(
-        resource, Status('status'),
+        resource, status.Status('status'),
         nagiosplugin.ScalarContext('rtt', args.warning, args.critical,
                                    fmt_metric='round trip {valueunit}'),
-        AoeSummary())
+        status.StatusSummary())
     check.name = 'AOE_TARGET'
     check.main(verbose=args.verbose, timeout=args.timeout)
 

@@ -32,6 +32,7 @@ import time
 import nagiosplugin
 
 from xenha import plugin
+from xenha.checks import status
 from xenha.storage import iscsi
 
 _log = logging.getLogger('nagiosplugin')
@@ -58,6 +59,12 @@ class IscsiTarget(nagiosplugin.Resource):
     @property
     def name(self):
         return 'ISCSI_TARGET'
+
+    @property
+    def verdict(self):
+        if self.problem is None:
+            return nagiosplugin.Ok, self.text
+        return nagiosplugin.Critical, self.problem
 
     def runner(self, host):
         from xenha.runner import SSHOptions, make_runner
@@ -263,30 +270,6 @@ class Server(IscsiTarget):
         return problems
 
 
-# --- evaluation ---------------------------------------------------------------------
-class Status(nagiosplugin.Context):
-    def evaluate(self, metric, resource):
-        if resource.problem is None:
-            return self.result_cls(nagiosplugin.Ok, resource.text, metric)
-        return self.result_cls(nagiosplugin.Critical, resource.problem, metric)
-
-    def performance(self, metric, resource):
-        return None
-
-
-class IscsiSummary(nagiosplugin.Summary):
-    def ok(self, results):
-        return results['status'].hint
-
-    def problem(self, results):
-        first = results.first_significant
-        if first.metric is None or first.metric.name == 'status':
-            return first.hint
-        hint = f'{first.metric.description} ({first.hint})'
-        return f'{results["status"].hint}, {hint}' if 'status' in results \
-            else hint
-
-
 # --- main -----------------------------------------------------------------------------
 def io_timeout(args):
     """Our own socket/command timeout, below -t so the message names what hung."""
@@ -379,13 +362,13 @@ def main():
     else:
         resource = Portal(args)
     check = nagiosplugin.Check(
-        resource, Status('status'),
+        resource, status.Status('status'),
         nagiosplugin.ScalarContext('login_time', args.warning, args.critical,
                                    fmt_metric='login took {valueunit}'),
         nagiosplugin.ScalarContext('capacity', critical=f'{args.min_capacity}:'
                                    if args.min_capacity else None,
                                    fmt_metric='capacity {valueunit}'),
-        IscsiSummary())
+        status.StatusSummary())
     check.name = 'ISCSI_TARGET'
     check.main(verbose=args.verbose, timeout=args.timeout)
 
