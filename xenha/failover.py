@@ -405,8 +405,8 @@ class Engine:
                         self.log('create', f'{name} runs on {host.name} after all',
                                  dom0=host.name, domu=name)
                 elif name in unsure and d is None:
-                    # the create's answer was lost and the domain is not there:
-                    # it failed (a create still queued would show it building)
+                    # answer lost, domain not there: stop waiting after a moment
+                    # (an xl still queued may build it later: recorded pending below)
                     if time.monotonic() > unsure_deadline:
                         waiting.discard(name)
                 elif d is not None and d.state.value in ('crashed', 'dying', 'shutdown'):

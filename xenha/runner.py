@@ -173,7 +173,7 @@ class SSHRunner:
         self._connecting = threading.Lock()
         # sessions open at once on the connection: sshd refuses more than its
         # MaxSessions (10 by default, fewer on hardened hosts); the limit drops
-        # to what the server took when it says "administratively prohibited"
+        # to what the server took when it refuses one
         self._slots = threading.Condition()
         self._opening = threading.Lock()
         self._in_use = 0

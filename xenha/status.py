@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 
 def status(cluster, live: bool = False) -> int:
     from xenha.state import StateDB
@@ -34,7 +36,6 @@ def status(cluster, live: bool = False) -> int:
     for h in cluster.dom0s.values():
         print(f'{h.name:<12} {h.role:<7} {ages.get(h.name, "never seen")}')
     print()
-    import time
     from xenha.failover import PENDING_WINDOW
     with StateDB(cluster.defaults.state_db) as db:
         pending = {name: db.pending(name, PENDING_WINDOW) for name in cluster.domus}
