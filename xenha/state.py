@@ -1,9 +1,14 @@
-"""The state database (SQLite): listing cache, leases, restart counts, journal.
+"""The state database (SQLite): listing cache, sightings, fences, leases,
+pending creates, doubts, restart counts, journal.
 
 Many checks write at once (Nagios runs them in parallel), so the database is
 in WAL mode with a busy timeout, and each write is one short transaction.
-Placement ("where was web1 last seen?") is derived from the listings, not
-stored twice.
+"Where was web1 last seen, and since when is it missing there?" comes from
+the sightings, which every recorded listing keeps up to date.
+
+The schema is versioned (``PRAGMA user_version``): each entry of MIGRATIONS
+brings a database one version further, so an older database is upgraded in
+place the first time a newer xenha opens it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections import namedtuple
 DEFAULT_PATH = '/var/lib/xenha/state.db'
 JOURNAL_FIELDS = ('id', 'at', 'job', 'dom0', 'domu', 'step', 'level', 'message')
 
-SCHEMA = """
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS listing (
     host      TEXT PRIMARY KEY,   -- as the checks reach it (-H value or inventory address)
     hostname  TEXT,               -- what the toolstack calls itself
@@ -70,6 +75,30 @@ CREATE TRIGGER IF NOT EXISTS journal_append_only_d BEFORE DELETE ON journal
 BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
 """
 
+# Version 2: where each domU was last seen on each host, and since when it is
+# missing there (the never-twice accounting and the reboot grace); the domUs a
+# failover left alone because a dom0 that does not answer may still run them.
+SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS sighting (
+    domu      TEXT NOT NULL,
+    host      TEXT NOT NULL,      -- as in listing.host
+    seen_at   REAL NOT NULL,      -- the newest listing of host that showed domu
+    missing_since REAL,           -- the first listing of host after that without it
+    PRIMARY KEY (domu, host)
+);
+CREATE TABLE IF NOT EXISTS doubt (
+    domu      TEXT PRIMARY KEY,   -- not started by a job, because
+    host      TEXT NOT NULL,      -- this dom0 (name) may still run it
+    why       TEXT NOT NULL,
+    job       TEXT,
+    at        REAL NOT NULL
+);
+"""
+
+# Each brings the database from version i to i + 1; every statement is
+# idempotent (IF NOT EXISTS), so two processes upgrading at once both succeed.
+MIGRATIONS = (SCHEMA_V1, SCHEMA_V2)
+
 
 class StateDBError(Exception):
     """The state database cannot be opened; the message says which and why."""
@@ -89,6 +118,12 @@ class Listing(namedtuple('Listing', 'host hostname taken_at domains free_memory 
         return (now or time.time()) - self.taken_at
 
 
+class Sighting(namedtuple('Sighting', 'domu host seen_at missing_since')):
+    """`domu` was in `host`'s listing at `seen_at` (Unix time); `missing_since`:
+    the first listing of that host after it that did not show it (or None)."""
+    __slots__ = ()
+
+
 class StateDB:
     def __init__(self, path: str | os.PathLike | None = None, timeout: float = 10.0):
         self.path = str(path or default_path())
@@ -106,10 +141,18 @@ class StateDB:
         if self.db.execute('PRAGMA journal_mode').fetchone()[0] != 'wal':
             self.db.execute('PRAGMA journal_mode = WAL')
         self.db.execute('PRAGMA synchronous = NORMAL')
-        # the newest table: a database from before it gets the rest IF NOT EXISTS
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='pending'").fetchone():
-            self.db.executescript(SCHEMA)
+        version = self.db.execute('PRAGMA user_version').fetchone()[0]
+        if version < len(MIGRATIONS):
+            self._migrate(version)
         self._lock = threading.Lock()   # the engine's threads share one connection
+
+    def _migrate(self, version: int) -> None:
+        """Bring the schema from `version` to the newest, one step at a time."""
+        # A database from before versioning (user_version 0) may hold some of
+        # version 1's tables already: its statements are all IF NOT EXISTS.
+        for n in range(version, len(MIGRATIONS)):
+            self.db.executescript(f'BEGIN IMMEDIATE;\n{MIGRATIONS[n]}\n'
+                                  f'PRAGMA user_version = {n + 1};\nCOMMIT;')
 
     def execute(self, sql: str, params=()):
         with self._lock:
@@ -120,7 +163,8 @@ class StateDB:
         return rows[0] if rows else None
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:        # never under a thread's statement
+            self.db.close()
 
     def __enter__(self):
         return self
@@ -131,14 +175,66 @@ class StateDB:
     # -- listing cache (written by check_xen_host) ------------------------------
     def record_listing(self, host: str, domains, info=None, hostname: str | None = None,
                        taken_at: float | None = None) -> None:
+        """The host's listing now (or at `taken_at`), and what it says of each
+        domU: seen there at that time, or missing there since then.  A listing
+        older than the one recorded (a slow look finishing late) changes nothing."""
+        at = taken_at or time.time()
         rows = [{'name': d.name, 'domid': d.domid, 'memory': d.memory, 'vcpus': d.vcpus,
                  'state': d.state.value, 'flags': d.flags, 'cpu_time': d.cpu_time}
                 for d in domains if not d.is_dom0]
-        self.execute(
-            'INSERT OR REPLACE INTO listing VALUES (?,?,?,?,?,?)',
-            (host, hostname or (info.host if info else None), taken_at or time.time(),
-             json.dumps(rows), info.free_memory if info else None,
-             info.total_memory if info else None))
+        seen = [(r['name'], host, at) for r in rows if r['state'] != 'inactive']
+        with self._lock:
+            db = self.db
+            db.execute('BEGIN IMMEDIATE')
+            try:
+                newer = db.execute('SELECT 1 FROM listing WHERE host = ? AND taken_at > ?',
+                                   (host, at)).fetchone()
+                if not newer:
+                    db.execute('INSERT OR REPLACE INTO listing VALUES (?,?,?,?,?,?)',
+                               (host, hostname or (info.host if info else None), at,
+                                json.dumps(rows), info.free_memory if info else None,
+                                info.total_memory if info else None))
+                    db.executemany(
+                        'INSERT INTO sighting VALUES (?,?,?,NULL) ON CONFLICT (domu, host) '
+                        'DO UPDATE SET seen_at = excluded.seen_at, missing_since = NULL '
+                        'WHERE excluded.seen_at >= sighting.seen_at', seen)
+                    db.execute('UPDATE sighting SET missing_since = ? WHERE host = ? AND '
+                               'seen_at < ? AND missing_since IS NULL', (at, host, at))
+                db.execute('COMMIT')
+            except BaseException:
+                db.execute('ROLLBACK')
+                raise
+
+    def sightings(self, domu: str | None = None) -> list[Sighting]:
+        """Where each domU (or `domu`) was seen, newest first."""
+        sql = 'SELECT domu, host, seen_at, missing_since FROM sighting'
+        rows = self.execute(sql + (' WHERE domu = ?' if domu else '')
+                            + ' ORDER BY seen_at DESC', (domu,) if domu else ())
+        return [Sighting(*r) for r in rows]
+
+    def note_missing(self, domu: str, host: str, at: float) -> float:
+        """A live look at `host` at `at` did not show `domu`, which its listing
+        did: it is missing there since then (or since earlier).  Returns since when."""
+        self.execute('UPDATE sighting SET missing_since = ? WHERE domu = ? AND host = ? '
+                     'AND missing_since IS NULL AND seen_at < ?', (at, domu, host, at))
+        row = self.one('SELECT missing_since FROM sighting WHERE domu = ? AND host = ?',
+                       (domu, host))
+        return row[0] if row and row[0] is not None else at
+
+    # -- doubts: domUs a job left alone because a silent dom0 may run them ---------
+    def record_doubt(self, domu: str, host: str, why: str, job: str | None = None) -> None:
+        self.execute('INSERT OR REPLACE INTO doubt VALUES (?,?,?,?,?)',
+                     (domu, host, why, job, time.time()))
+
+    def doubts(self) -> dict[str, tuple[str, str, float]]:
+        """domU -> (dom0 that may run it, why, since when)."""
+        return {r[0]: (r[1], r[2], r[3]) for r in
+                self.execute('SELECT domu, host, why, at FROM doubt')}
+
+    def clear_doubt(self, *domus: str) -> None:
+        if domus:
+            self.execute(f'DELETE FROM doubt WHERE domu IN ({",".join("?" * len(domus))})',
+                         domus)
 
     def listing(self, host: str) -> Listing | None:
         row = self.one('SELECT * FROM listing WHERE host = ?', (host,))
