@@ -6,7 +6,9 @@ the session's PATH holds the commands a dom0 has: `xl`, `xm` and the storage
 initiators' stand-ins.
 
 Power off = the sshd stops (connection refused) and every guest is gone;
-hang = SIGSTOP on the sshd (connections are accepted but no banner comes).
+hang = SIGSTOP on the sshd (connections are accepted but no banner comes);
+partition = the sshd stops but the host and its guests go on (cut off from
+the monitoring node, not dead: its BMC still says on).
 """
 
 from __future__ import annotations
@@ -192,8 +194,22 @@ def power(lab: Lab, name: str, on: bool) -> None:
 
 
 def powered(lab: Lab, name: str) -> bool:
+    """What its BMC says: the host has power (its sshd may still be cut off)."""
     if _qemu(lab, name):
         return _qemu(lab, name).powered(lab, name)
+    return xensim.read(lab.info['hosts'][name]['state_dir']).get('power') != 'off'
+
+
+def partition(lab: Lab, name: str) -> None:
+    """Cut the host off from the monitoring node: no SSH answer (refused), while
+    it keeps power and its guests keep running."""
+    if _qemu(lab, name):
+        raise NotImplementedError('partition: simulated dom0s only')
+    lab.stop(f'sshd-{name}')
+
+
+def reachable(lab: Lab, name: str) -> bool:
+    """Its sshd runs and is not hung."""
     return lab.alive(f'sshd-{name}')
 
 
@@ -204,9 +220,12 @@ def hang(lab: Lab, name: str) -> None:
 
 
 def resume(lab: Lab, name: str) -> None:
+    """Undo a hang or a partition (a host without power stays off)."""
     if _qemu(lab, name):
         return _qemu(lab, name).resume(lab, name)
     lab.signal(f'sshd-{name}', signal.SIGCONT)
+    if powered(lab, name) and not lab.alive(f'sshd-{name}'):
+        start(lab, name)
 
 
 def state_dir(lab: Lab, name: str) -> str:

@@ -7,7 +7,8 @@ column widths, the tab in xl's header, the six state letters, the messages of
 a failed create.  Golden files recorded on real Xen check it (issue 6).
 
 Fault injection (used by `xenha lab` and the tests) lives in the same state:
-a domain can be crashed or paused; the toolstack can fail, hang or print
+a domain can be crashed or paused, or be missing from `list` for a while as
+a rebooting guest is (`reboot`); the toolstack can fail, hang or print
 garbage.
 """
 
@@ -94,6 +95,27 @@ def set_domain_state(state_dir, name: str, new: str) -> None:
         dom['state'] = new
 
 
+def reboot(state_dir, name: str, gap: float) -> None:
+    """The guest reboots and is missing from `list` for `gap` seconds, as when
+    xl's monitor destroys the old domain and builds the new one (autoballoon or
+    a slow teardown stretch that).  It comes back by itself, unless a create of
+    its name on this host came first: then, as with real xl, the reboot fails."""
+    with _locked(state_dir, write=True) as state:
+        dom = _find(state, name)
+        if dom is None or dom['id'] == 0:
+            raise LookupError(f'no domain {name} on {state["host"]}')
+        dom['hidden_until'] = time.time() + gap
+
+
+def rebooting(state: dict) -> list[str]:
+    """Names of the domains in a reboot gap (missing from `list` right now)."""
+    return [d['name'] for d in state['domains'] if _hidden(d)]
+
+
+def _hidden(dom: dict, now: float | None = None) -> bool:
+    return dom.get('hidden_until', 0) > (now or time.time())
+
+
 def power_off(state_dir) -> None:
     """The host lost power: every guest is gone with it, and until power_on the
     toolstack runs nothing (a command that was already on its way when the
@@ -131,8 +153,10 @@ def _add(state, name, mem_mb, vcpus, state_name, config, disks) -> int:
 
 
 def _find(state, name):
+    """The domain the toolstack knows by this name or id (not one in a reboot gap)."""
+    now = time.time()
     for dom in state['domains']:
-        if dom['name'] == name or str(dom['id']) == name:
+        if (dom['name'] == name or str(dom['id']) == name) and not _hidden(dom, now):
             return dom
     return None
 
@@ -174,7 +198,8 @@ def _cpu(dom, now) -> float:
 
 def format_list(state: dict, dialect: str, names: list[str] | None = None) -> str:
     now = time.time()
-    doms = state['domains'] if not names else [_find(state, n) for n in names]
+    doms = [d for d in state['domains'] if not _hidden(d, now)] if not names \
+        else [_find(state, n) for n in names]
     if dialect == 'xl':
         lines = [f"{'Name':<40} {'ID':>5} {'Mem':>5} {'VCPUs':>5}\tState\tTime(s)"]
         for d in doms:
@@ -382,6 +407,9 @@ def _build(state_dir, dialect, path, cfg, name, mem, vcpus) -> int:
                 f'I need {mem * 1024} KiB, but dom0_min_mem is 0 and shrinking to 0 KiB '
                 'would leave only 0 KiB free.')
         state['next_id'] -= 1
+        # a domain of this name in its reboot gap: this create wins the name,
+        # and the reboot's own create will fail (xl's duplicate-name check)
+        state['domains'] = [d for d in state['domains'] if d['name'] != name]
         domid = _add(state, name, mem, vcpus, 'blocked', path, _phy_disks(cfg))
     if delay:
         time.sleep(delay)
