@@ -159,3 +159,38 @@ def demo_story(r, first_line: str, hand_checks: int, nagios_checks: int, dead: s
     assert recovered, story
     assert out.rstrip().endswith('lab down, nothing left')
     return float(recovered[1])
+
+
+class GroundTruth:
+    """The lab's hypervisors polled in a thread while a job runs: every moment
+    a domU was held by two hosts at once (a domain in a reboot gap counts on
+    its host: it comes back there).  `with GroundTruth(lab) as truth: ...`,
+    then `truth.doubles` (empty: never twice) and `truth.polls`."""
+
+    def __init__(self, lab, every: float = 0.1):
+        import threading
+        self.lab, self.every = lab, every
+        self.doubles: list = []
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import time
+        while not self._stop.is_set():
+            for name, hosts in placement(self.lab).items():
+                if len(hosts) > 1:
+                    self.doubles.append((time.time(), name, hosts))
+            self.polls += 1
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        for name, hosts in placement(self.lab).items():     # and the end state
+            if len(hosts) > 1:
+                self.doubles.append(('end', name, hosts))

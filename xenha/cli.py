@@ -40,11 +40,16 @@ def cmd_failover(args) -> int:
     except KeyError as exc:
         print(f'xenha: {exc.args[0]}', file=sys.stderr)
         return 2
-    print(report.message)
-    if report.result not in ('plan', 'noop'):
-        steps = ', '.join(f'{k} {v:.2f}s' for k, v in report.steps)
-        print(f'result: {report.result} ({steps})')
-    return report.code
+    code = 0
+    for r in [report, *report.followups]:
+        if r is not report:
+            print(f'then, fenced by this failover: {r.subject}')
+        print(r.message)
+        if r.result not in ('plan', 'noop'):
+            steps = ', '.join(f'{k} {v:.2f}s' for k, v in r.steps)
+            print(f'result: {r.result} ({steps})')
+        code = max(code, r.code)
+    return code
 
 
 def cmd_restart(args) -> int:

@@ -6,9 +6,12 @@
    repeated inside the dedupe window);
 2. confirm the dom0 is gone (short re-probes); alive → stop, say why;
 3. fence it; no confirmed fence → stop: "fencing failed: not starting anything";
-4. victims = domUs last seen there ∪ homed there and seen nowhere; a victim
-   running on any reachable host is left alone (split-brain guard, checked
-   twice a moment apart: a rebooting guest vanishes from `xl list` briefly);
+4. victims = domUs last seen there ∪ homed there and seen nowhere ∪ those an
+   earlier job left in doubt because of it; each is accounted for
+   (xenha.accounting): one running on a dom0 that answered both looks is left
+   alone, one that a silent, unfenced dom0 may run is not started (the result
+   says which dom0 and what to run; `fence_unreachable` fences it instead), one
+   that may be rebooting where it last ran waits out `reboot_grace`;
 5. place them on spares by priority, then memory, on live free memory minus
    the dom0 reserve; what does not fit is reported;
 6. log each chosen spare in to the storage its domUs need, wait for the device;
@@ -26,10 +29,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from xenha import fencing
+from xenha import accounting, fencing
 from xenha.inventory import Cluster, Dom0, DomU, Target
 from xenha.nagios import CommandFile
 from xenha.runner import RunnerError, SSHOptions, SSHRunner
@@ -41,6 +45,23 @@ DOMU_SERVICE = 'xen domain'     # the service every rendered domU host carries
 # A create whose answer was lost and whose domain never showed: for this long
 # no job starts that domU anywhere else (a queued or hung xl may still build it)
 PENDING_WINDOW = 600.0
+
+
+class HostView(namedtuple('HostView', 'name domains info error at')):
+    """One live look at a dom0: its domains (and `xl info`, when asked) as
+    listed at Unix time `at`, or the error that stopped the look."""
+    __slots__ = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Looks(namedtuple('Looks', 'name answered domains present error info')):
+    """A dom0 after the guard's looks: `answered` both; `domains` of the newest
+    look that answered (None: none did); `present`: domU names holding memory
+    there in any look; `error` of the last look that failed; `info` if asked."""
+    __slots__ = ()
 
 
 @dataclass
@@ -55,6 +76,7 @@ class Report:
     skipped: dict = field(default_factory=dict)    # domU -> why it was left alone
     steps: list = field(default_factory=list)      # (step, seconds)
     plan: 'Plan | None' = None
+    followups: list = field(default_factory=list)  # Reports of dom0s this job fenced
 
     @property
     def code(self) -> int:
@@ -65,11 +87,13 @@ class Report:
 class Plan:
     dom0: str
     fencing: list                                  # labels of the fence chain
-    victims: list = field(default_factory=list)    # DomU
+    victims: list = field(default_factory=list)    # DomU: to be started now
     placement: dict = field(default_factory=dict)  # domU name -> host name
     unplaced: dict = field(default_factory=dict)   # domU name -> why
     skipped: dict = field(default_factory=dict)    # domU name -> why
     already: dict = field(default_factory=dict)    # domU -> host it already runs on
+    doubtful: dict = field(default_factory=dict)   # domU -> Verdict (a silent dom0 may run it)
+    waiting: dict = field(default_factory=dict)    # domU -> Verdict (maybe rebooting)
     free: dict = field(default_factory=dict)       # host -> bytes usable before placing
     listings: dict = field(default_factory=dict)   # host -> its domains at the last look
     fence_problems: list = field(default_factory=list)  # configuration smells, said aloud
@@ -86,9 +110,15 @@ class Plan:
                              f'-> {self.placement[u.name]}')
         for name, host in self.already.items():
             lines.append(f'  {name}: already runs on {host}, left alone')
+        for name, v in self.waiting.items():
+            lines.append(f'  {name}: waits: {v.why}; looking again at '
+                         f'{accounting.clock(v.until)}')
+        for name, v in self.doubtful.items():
+            lines.append(f'  {name}: NOT restarted: {v.why}: {accounting.way_out(v)}')
         for name, why in {**self.skipped, **self.unplaced}.items():
             lines.append(f'  {name}: NOT restarted: {why}')
-        if not self.victims and not self.skipped and not self.already:
+        if not (self.victims or self.skipped or self.already or self.doubtful
+                or self.waiting):
             lines.append('  no domU to move')
         return lines
 
@@ -140,30 +170,40 @@ class Engine:
                 r.close()
             self._runners.clear()
 
-    def scan(self, hosts: list[Dom0], info_for: list[Dom0] | None = None):
-        """Live `list` of each host, in parallel; an error is kept, not raised.
-
-        With `info_for`: also `info` of those hosts, run beside their `list`
-        (one round trip), and the result is (listings, infos)."""
-        want_info = {h.name for h in info_for or ()}
+    def views(self, hosts: list[Dom0], info_for=()) -> dict[str, HostView]:
+        """A live `list` of each host (and `info` of those in `info_for`, in the
+        same round trip), in parallel; each listing is recorded in the state
+        database (what it says of every domU: seen there, or missing since)."""
+        want_info = {h.name for h in info_for}
 
         def one(h):
             try:
                 ts = self.toolstack(h)
                 if h.name in want_info:
-                    return h.name, ts.list_and_info()
-                return h.name, (ts.list(), None)
+                    doms, info = ts.list_and_info()
+                else:
+                    doms, info = ts.list(), None
             except (RunnerError, ToolstackError) as exc:
                 self._drop(h.name)
-                return h.name, (exc, exc)
-        done = {}
-        if hosts:
-            with ThreadPoolExecutor(max_workers=min(len(hosts), 16)) as pool:
-                done = dict(pool.map(one, hosts))
-        listings = {name: listed for name, (listed, _) in done.items()}
+                return HostView(h.name, None, None, exc, time.time())
+            at = time.time()
+            self.db.record_listing(h.address, doms, info, hostname=h.name, taken_at=at)
+            return HostView(h.name, doms, info, None, at)
+        if not hosts:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(len(hosts), 16)) as pool:
+            return {v.name: v for v in pool.map(one, hosts)}
+
+    def scan(self, hosts: list[Dom0], info_for: list[Dom0] | None = None):
+        """`views` as listings (domain list, or the error): for the checks and
+        `xenha status`.  With `info_for`: (listings, infos)."""
+        views = self.views(hosts, info_for or ())
+        listings = {n: v.domains if v.ok else v.error for n, v in views.items()}
         if info_for is None:
             return listings
-        return listings, {name: done[name][1] for name in want_info if name in done}
+        return listings, {h.name: (views[h.name].info or views[h.name].error
+                                   or ToolstackError('no info'))
+                          for h in info_for if h.name in views}
 
     def _drop(self, name: str) -> None:
         with self._lock:
@@ -177,9 +217,80 @@ class Engine:
         self.db.journal(step, message, level, job=self.job, dom0=dom0, domu=domu)
         self.say(f'{step}: {message}')
 
+    # -- the guard: looks and accounting (reads, changes nothing but the cache) -----
+    def look(self, dom0: str | None) -> tuple[float, dict[str, HostView]]:
+        """A first look at every dom0 but `dom0`: (when, views)."""
+        others = [h for h in self.cluster.dom0s.values() if h.name != dom0]
+        return time.monotonic(), self.views(others)
+
+    def look_again(self, hosts: list[Dom0], first: tuple[float, dict] | None = None,
+                   info_for=()) -> dict[str, Looks]:
+        """The guard's looks: a second one at least recheck_delay after the first
+        (a rebooting guest is missing from `xl list` for a moment), and a third
+        at a host that answered only one of them.  A host answers when its last
+        two looks did."""
+        looked_at, first_views = first or (time.monotonic(), self.views(hosts))
+        wait = self.recheck_delay - (time.monotonic() - looked_at)
+        if wait > 0:
+            time.sleep(wait)
+        rounds = [first_views, self.views(hosts, info_for)]
+        flaky = [h for h in hosts if h.name in first_views
+                 and first_views[h.name].ok != rounds[1][h.name].ok]
+        if flaky:
+            time.sleep(self.recheck_delay)
+            rounds.append(self.views(flaky))
+        out = {}
+        for h in hosts:
+            seen = [r[h.name] for r in rounds if h.name in r]
+            answered = len(seen) >= 2 and seen[-1].ok and seen[-2].ok
+            good = [v for v in seen if v.ok]
+            present = frozenset(d.name for v in good for d in v.domains
+                                if not d.is_dom0 and d.state.present)
+            info = next((v.info for v in reversed(good) if v.info is not None), None)
+            out[h.name] = Looks(h.name, answered, good[-1].domains if good else None,
+                                present, next((v.error for v in reversed(seen)
+                                               if not v.ok), None), info)
+        return out
+
+    def facts(self, looks: dict[str, Looks], failed: Dom0 | None = None
+              ) -> dict[str, accounting.Host]:
+        """Each dom0 as the accounting sees it: the looks, its newest listing
+        (the looks recorded theirs) and any fence recorded since."""
+        fenced = self.db.fenced_hosts()
+        out = {}
+        for h in self.cluster.dom0s.values():
+            lk = looks.get(h.name)
+            last = self.db.listing(h.address)
+            at = last.taken_at if last else None
+            fenced_at = fenced.get(h.address)
+            if fenced_at is not None and at is not None and fenced_at < at:
+                fenced_at = None              # it answered after that fence
+            out[h.name] = accounting.Host(
+                h.name, bool(lk and lk.answered) and h is not failed,
+                lk.present if lk and lk.answered else frozenset(), at,
+                frozenset(d['name'] for d in last.domains if d['state'] != 'inactive')
+                if last else frozenset(), fenced_at, h.address)
+        return out
+
+    def verdicts(self, names, facts: dict[str, accounting.Host],
+                 failed: Dom0 | None = None) -> dict[str, accounting.Verdict]:
+        """The accounting's verdict for each domU of `names`."""
+        by_addr = {h.address: h.name for h in self.cluster.dom0s.values()}
+        failed_listing = facts[failed.name].last_listing if failed else frozenset()
+        now = time.time()
+        out = {}
+        for name in names:
+            seen = [accounting.Sighting(by_addr.get(s.host, s.host), s.seen_at,
+                                        s.missing_since) for s in self.db.sightings(name)]
+            out[name] = accounting.account(
+                name, facts, seen, now=now, reboot_grace=self.d.reboot_grace,
+                failed=failed.name if failed else None, failed_listing=failed_listing)
+        return out
+
     # -- planning ------------------------------------------------------------------------
-    def victims(self, failed: Dom0, listings: dict) -> tuple[list[DomU], dict]:
-        """DomUs last seen on `failed` ∪ homed there and seen running nowhere."""
+    def victims(self, failed: Dom0, looks: dict[str, Looks]) -> tuple[list[DomU], dict]:
+        """DomUs last seen on `failed` ∪ homed there and seen running on no dom0
+        that answered ∪ those an earlier job left in doubt because of it."""
         skipped = {}
         names = []
         last = self.db.listing(failed.address)
@@ -189,11 +300,13 @@ class Engine:
             else:
                 skipped[row['name']] = (f'last seen on {failed.name} but not in the '
                                         'inventory: no config to start it from')
-        seen_elsewhere = {d.name for doms in listings.values()
-                          if not isinstance(doms, Exception) for d in doms}
+        seen_elsewhere = {n for lk in looks.values() if lk.answered for n in lk.present}
         for u in self.cluster.domus_homed_on(failed.name):
             if u.name not in names and u.name not in seen_elsewhere:
                 names.append(u.name)
+        for name, (host, _why, _at) in self.db.doubts().items():
+            if host == failed.name and name in self.cluster.domus and name not in names:
+                names.append(name)
         victims = []
         for name in names:
             u = self.cluster.domus[name]
@@ -203,46 +316,46 @@ class Engine:
                 victims.append(u)
         return victims, skipped
 
-    def look(self, dom0: str) -> tuple[float, dict]:
-        """A first look at every other dom0: (when, listings)."""
-        others = [h for h in self.cluster.dom0s.values() if h.name != dom0]
-        listings = self.scan(others)
-        return time.monotonic(), listings
-
-    def plan(self, dom0: str, first_look: tuple[float, dict] | None = None) -> Plan:
+    def plan(self, dom0: str, first_look: tuple[float, dict] | None = None,
+             only: set[str] | None = None) -> Plan:
         """Who moves where; reads the cluster, changes nothing.
 
-        The split-brain guard looks twice, at least recheck_delay apart, because a
-        rebooting guest is missing from `xl list` for a moment.  The failover
-        takes its first look while it confirms and fences, so the wait is
-        usually already over.
+        Every victim is accounted for (xenha.accounting): one that runs on a
+        dom0 that answered is left alone; one that a silent, unfenced dom0
+        may run is in doubt; one that may be rebooting where it last ran
+        waits.  The first look is taken while the job confirms and fences, so
+        the guard's wait is usually over by now.  `only`: plan these domUs
+        (a later round for those that waited).
         """
         failed = self.cluster.dom0s[dom0]
         plan = Plan(dom0, [fencing.label(m) for m in failed.fencing],
                     fence_problems=[f'{fencing.label(m)}: {p}' for m in failed.fencing
                                     for p in fencing.problems(m)])
         others = [h for h in self.cluster.dom0s.values() if h.name != dom0]
-        looked_at, listings = first_look or self.look(dom0)
-        wait = self.recheck_delay - (time.monotonic() - looked_at)
-        if wait > 0:
-            time.sleep(wait)
-        # the second look, and the candidates' memory in the same round trip
-        again, infos = self.scan(others, info_for=self.candidates(others, {}))
-        running = _present(listings)
-        for name, hosts in _present(again).items():
-            running.setdefault(name, hosts)
-        listings = {k: (again[k] if not isinstance(again[k], Exception) else v)
-                    for k, v in listings.items()}
-        plan.listings = listings
-        victims, plan.skipped = self.victims(failed, listings)
+        looks = self.look_again(others, first_look, info_for=self.candidates(others, {}))
+        plan.listings = {n: lk.domains if lk.domains is not None else lk.error
+                         for n, lk in looks.items()}
+        if only is None:
+            victims, plan.skipped = self.victims(failed, looks)
+        else:       # victims of an earlier round (one back where it ran is `already`)
+            victims = [self.cluster.domus[n] for n in sorted(only)]
+        verdicts = self.verdicts([u.name for u in victims], self.facts(looks, failed),
+                                 failed)
         for u in victims:
-            if u.name in running:
-                plan.already[u.name] = running[u.name][0]
+            v = verdicts[u.name]
+            if v.kind == accounting.RUNS:
+                plan.already[u.name] = v.host
+            elif v.kind == accounting.DOUBT:
+                plan.doubtful[u.name] = v
+            elif v.kind == accounting.REBOOTING:
+                plan.waiting[u.name] = v
             elif (why := self.pending_elsewhere(u.name)):
                 plan.skipped[u.name] = why
             else:
                 plan.victims.append(u)
-        self._place(plan, others, listings, infos)
+        self._place(plan, others, plan.listings,
+                    {n: lk.info or lk.error or ToolstackError('no info')
+                     for n, lk in looks.items()})
         return plan
 
     def pending_elsewhere(self, name: str) -> str | None:
@@ -279,6 +392,7 @@ class Engine:
 
     def _infos(self, hosts: list[Dom0]) -> dict[str, HostInfo | Exception]:
         return self.scan(hosts, info_for=hosts)[1]
+
 
     # -- the steps ---------------------------------------------------------------------
     def confirm_gone(self, failed: Dom0) -> str | None:
@@ -498,9 +612,10 @@ class Engine:
             self.log('lease', report.message, dom0=dom0)
             return report
         started = time.monotonic()
+        fenced_too: list[str] = []
         try:
             with lease:
-                self._failover(dom0, report, why)
+                self._failover(dom0, report, why, fenced_too)
         except Exception as exc:  # noqa: BLE001 - a crash is journaled, then re-raised
             report.result, report.message = 'failed', f'engine error: {exc!r}'
             self.log('end', report.message, 'error', dom0=dom0)
@@ -510,9 +625,15 @@ class Engine:
             self.close()
             report.steps.append(('total', time.monotonic() - started))
         self.tell_nagios(report)
+        # the dom0s this job fenced because they might run its guests: their own
+        # guests died with them, so each is failed over now (a job of its own)
+        for host in fenced_too:
+            job = self.job
+            report.followups.append(self.failover(
+                host, why=f'fenced by the failover of {dom0} (job {job}, fence_unreachable)'))
         return report
 
-    def _failover(self, dom0: str, report: Report, why: str) -> None:
+    def _failover(self, dom0: str, report: Report, why: str, fenced_too: list) -> None:
         failed = self.cluster.dom0s[dom0]
         last = self.db.last_failover(dom0)
         if last and last['result'] == 'ok' and \
@@ -534,40 +655,116 @@ class Engine:
         alive = self.confirm_gone(failed)
         report.steps.append(('confirm', time.monotonic() - t))
         if alive:
+            first_look.result()     # its thread records listings: not left behind
             return self._end(report, 'refused', f'{alive}: not failing over')
         self.log('confirm', f'{dom0} does not answer: gone', dom0=dom0)
         t = time.monotonic()
         outcome = self.fence(failed)
         report.steps.append(('fence', time.monotonic() - t))
         if not outcome.ok:
+            first_look.result()
             return self._end(report, 'failed', outcome.message)
         if not outcome.skipped:
             # the checks stop trusting its cached listing (no false split brain
             # while its guests start elsewhere); victims still come from it
             self.db.record_fenced(failed.address)
+        t = time.monotonic()
+        waiting = self._place_and_start(dom0, report, first_look.result(), fenced_too)
+        # guests that may be rebooting where they last ran: planned again once
+        # their grace is over (the others did not wait for them); bounded, for a
+        # guest that keeps coming and going
+        give_up = time.time() + 3 * self.d.reboot_grace + 10
+        while waiting and time.time() < give_up:
+            self._wait_for_reboots(dom0, waiting)
+            waiting = self._place_and_start(dom0, report, None, fenced_too, set(waiting))
+        for name, v in waiting.items():
+            report.failed[name] = f'{v.why}; it keeps going missing there: not started'
+        report.steps.append(('relocate', time.monotonic() - t))
+        for name in report.moved:
+            self.db.forget_domain(failed.address, name)
+        self.db.clear_doubt(*report.moved)
+        if report.failed:
+            return self._end(report, 'partial', _summary(dom0, report))
+        return self._end(report, 'ok', _summary(dom0, report))
+
+    def _place_and_start(self, dom0: str, report: Report, first_look, fenced_too: list,
+                         only: set[str] | None = None) -> dict:
+        """Plan, fence the silent dom0s the policy lets us, start what is free;
+        returns the guests that wait for a reboot grace (domU -> Verdict)."""
         # one placement at a time across jobs: two failovers must not both
-        # count the same spare memory
+        # count the same spare memory, and a job's doubts are written before
+        # the failover of the dom0 they name plans
         placement_lease = self.db.take_lease('placement', self.job, wait=300)
         if placement_lease is None:
-            return self._end(report, 'failed', 'could not get the placement lock in 300s')
+            report.failed.update({n: 'could not get the placement lock in 300s'
+                                  for n in only or ()})
+            self.log('plan', 'could not get the placement lock in 300s', 'error', dom0=dom0)
+            return {}
         with placement_lease:
             t = time.monotonic()
-            plan = report.plan = self.plan(dom0, first_look.result())
-            report.steps.append(('plan', time.monotonic() - t))
+            plan = self.plan(dom0, first_look, only)
+            if plan.doubtful and self.d.fence_unreachable:
+                fenced = self.fence_silent({v.host for v in plan.doubtful.values()}, dom0)
+                fenced_too.extend(h for h in fenced if h not in fenced_too)
+                if fenced:
+                    plan = self.plan(dom0, None, only)
+            if report.plan is None:
+                report.plan = plan
+                report.steps.append(('plan', time.monotonic() - t))
             for line in plan.describe(self.cluster)[1:]:
-                self.log('plan', line.strip(), dom0=dom0)
+                # a later round says only what it decided about those guests
+                if only is None or not line.startswith(('  fence', '  spare ', '  no domU')):
+                    self.log('plan', line.strip(), dom0=dom0)
+            for name, v in plan.doubtful.items():
+                report.failed[name] = f'{v.why}: not started; {accounting.way_out(v)}'
+                self.db.record_doubt(name, v.host, v.why, self.job)
             report.skipped.update(plan.skipped)
             report.failed.update(plan.unplaced)
             for name, host in plan.already.items():
                 report.moved[name] = host
-            t = time.monotonic()
             self.relocate(plan.placement, report, plan.listings)
-            report.steps.append(('relocate', time.monotonic() - t))
-        for name in report.moved:
-            self.db.forget_domain(failed.address, name)
-        if report.failed:
-            return self._end(report, 'partial', _summary(dom0, report))
-        return self._end(report, 'ok', _summary(dom0, report))
+        return plan.waiting
+
+    def _wait_for_reboots(self, dom0: str, waiting: dict) -> None:
+        """Sleep until the first of their graces is over, looking at those dom0s
+        each second meanwhile: when every waiting guest is back, stop early."""
+        hosts = [self.cluster.dom0s[h] for h in {v.host for v in waiting.values()}]
+        until = min(v.until for v in waiting.values())
+        self.log('wait', f'{", ".join(sorted(waiting))}: may be rebooting where '
+                 f'{"they" if len(waiting) > 1 else "it"} last ran; looking again at '
+                 f'{accounting.clock(until)}', dom0=dom0)
+        while time.time() < until:
+            time.sleep(min(1.0, max(until - time.time(), 0.0)))
+            views = self.views(hosts)
+            if all(views[v.host].ok and name in {d.name for d in views[v.host].domains
+                                                 if d.state.present}
+                   for name, v in waiting.items()):
+                return
+
+    def fence_silent(self, hosts: set[str], why_for: str) -> list[str]:
+        """fence_unreachable: fence each of `hosts` (silent dom0s that may run a
+        guest of `why_for`) through its own chain; the confirmed ones are
+        recorded and returned.  A dom0 whose own failover runs is left to it."""
+        done = []
+        for name in sorted(hosts):
+            host = self.cluster.dom0s[name]
+            lease = self.db.take_lease(name, self.job)
+            if lease is None:
+                self.log('fence', f'{name} may run guests of {why_for}, but a failover of '
+                         f'{name} is running: it fences {name}', 'warning', dom0=name)
+                continue
+            with lease:
+                self.log('fence', f'{name} does not answer and may run guests of '
+                         f'{why_for}: fencing it (fence_unreachable = true)', 'warning',
+                         dom0=name)
+                outcome = self.fence(host)
+                if outcome.ok and not outcome.skipped:
+                    self.db.record_fenced(host.address)
+                    done.append(name)
+                else:
+                    self.log('fence', f'{name} not fenced: {outcome.message}', 'error',
+                             dom0=name)
+        return done
 
     def _end(self, report: Report, result: str, message: str) -> None:
         report.result, report.message = result, message
@@ -608,18 +805,6 @@ def place(domus: list[DomU], free: dict[str, int]) -> tuple[dict, dict]:
             placement[u.name] = best
             room[best] -= u.memory
     return placement, unplaced
-
-
-def _present(listings: dict) -> dict[str, list[str]]:
-    """domU name -> hosts where it holds memory (any state but inactive)."""
-    out: dict[str, list[str]] = {}
-    for host, doms in listings.items():
-        if isinstance(doms, Exception):
-            continue
-        for d in doms:
-            if not d.is_dom0 and d.state.present:
-                out.setdefault(d.name, []).append(host)
-    return out
 
 
 def _summary(dom0: str, report: Report) -> str:

@@ -71,6 +71,8 @@ class Defaults:
     dedupe_window: float = 600
     create_parallel: int = 10                # one SSH connection's sessions (MaxSessions)
     split_brain_recheck: float = 1.0          # seconds between the guard's two looks
+    reboot_grace: float = 30.0                # a guest gone from xl list less long: rebooting
+    fence_unreachable: bool = False           # fence a silent dom0 that may run a victim
     nagios_command_file: str | None = None
     cluster_host: str = 'xen-cluster'
     failover_service: str = 'failover'
@@ -516,6 +518,10 @@ class _Validator:
                                            d.create_parallel),
             split_brain_recheck=self.int_range(t, s, None, 'split_brain_recheck', 0.5, 60,
                                                d.split_brain_recheck, kind='number'),
+            reboot_grace=self.int_range(t, s, None, 'reboot_grace', 0, 3600,
+                                        d.reboot_grace, kind='number'),
+            fence_unreachable=self.take(t, s, None, 'fence_unreachable', 'bool',
+                                        d.fence_unreachable),
             nagios_command_file=self.take(t, s, None, 'nagios_command_file', 'str', None),
             cluster_host=self.take(t, s, None, 'cluster_host', 'str', d.cluster_host),
             failover_service=self.take(t, s, None, 'failover_service', 'str',

@@ -39,6 +39,7 @@ def status(cluster, live: bool = False) -> int:
     from xenha.failover import PENDING_WINDOW
     with StateDB(cluster.defaults.state_db) as db:
         pending = {name: db.pending(name, PENDING_WINDOW) for name in cluster.domus}
+        doubts = db.doubts()
     print(f'{"DOMU":<12} {"HOME":<10} {"RUNS ON":<24} STATE')
     for name in sorted(set(cluster.domus) | set(rows)):
         u = cluster.domus.get(name)
@@ -51,7 +52,12 @@ def status(cluster, live: bool = False) -> int:
             host, at = pending[name]
             state += (f'  (a lost create on {host} may still finish: not started elsewhere '
                       f'for {PENDING_WINDOW - (time.time() - at):.0f}s more)')
-        if not places or len(places) > 1:
+        doubt = doubts.get(name)
+        if doubt and all(h == doubt[0] for h, _ in places):
+            # a failover left it alone: the dom0 it may run on did not answer
+            state += (f'  ({doubt[1]}: a failover did not start it; run `xenha failover '
+                      f'{doubt[0]}` or reconnect {doubt[0]})')
+        if not places or len(places) > 1 or (doubt and all(h == doubt[0] for h, _ in places)):
             problems += 1
         print(f'{name:<12} {(u.home if u else "?"):<10} {where:<24} {state}'
               + ('' if u else '  (not in the inventory)'))

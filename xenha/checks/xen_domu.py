@@ -4,7 +4,10 @@ Looks for the domain on one dom0 (-H, or locally), or on every dom0 of the
 cluster (--cluster INVENTORY, scanned in parallel).  OK when it runs or is
 blocked (idle); WARNING when paused or shutting down; CRITICAL when missing,
 crashed, dying, or running on two hosts at once ("split brain": two guests
-writing one disk).  With --max-age the listing cached by check_xen_host is
+writing one disk).  A dom0 that does not answer and is not fenced may still
+run what its last cached listing showed: a domU seen only there is WARNING
+("maybe on ..."), one that runs elsewhere too is CRITICAL ("maybe running
+twice"); a fenced dom0's listing never counts.  With --max-age the listing cached by check_xen_host is
 used when fresh enough, so a cluster of many domUs does not pay one SSH per
 domU per check.
 
@@ -22,10 +25,13 @@ _log = logging.getLogger('nagiosplugin')
 
 # --- acquisition ---------------------------------------------------------------
 class Place:
-    """Where a look at one dom0 found the domain (or why it could not look)."""
+    """Where a look at one dom0 found the domain (or why it could not look).
+    `maybe`: the host did not answer, and its last cached listing (taken at
+    that Unix time, no fence since) shows the domain."""
 
-    def __init__(self, host, domain=None, error=None, age=None):
+    def __init__(self, host, domain=None, error=None, age=None, maybe=None):
         self.host, self.domain, self.error, self.age = host, domain, error, age
+        self.maybe = maybe
 
 
 class XenDomU(nagiosplugin.Resource):
@@ -33,6 +39,9 @@ class XenDomU(nagiosplugin.Resource):
         self.args = args
         self.places = []
         self.fenced = {}      # dom0 address -> when it was fenced (state cache)
+        self._cache = None
+        import threading
+        self._cache_lock = threading.Lock()
 
     @property
     def name(self):
@@ -89,12 +98,30 @@ class XenDomU(nagiosplugin.Resource):
                 return Place(label)
         except (RunnerError, ToolstackError) as exc:
             _log.info('%s: %s', label, exc)
-            return Place(label, error=plugin.describe(exc))
+            return Place(label, error=plugin.describe(exc), maybe=self.maybe(label, key))
+
+    def maybe(self, label, key):
+        """When a silent dom0's last listing (not fenced since) shows the domain:
+        its time, else None (cluster mode only: the cache is read on demand)."""
+        if not self.args.cluster or key is None:
+            return None
+        with self._cache_lock:
+            if self._cache is None:
+                self._cache = self.load_cache()
+        listing = self._cache.get(key)
+        if listing is None or self.fenced.get(key, 0) >= listing.taken_at:
+            return None
+        if any(d['name'] == self.args.domain and d['state'] != 'inactive'
+               for d in listing.domains):
+            _log.info('%s: its last listing (%.0fs old) shows %s', label, listing.age(),
+                      self.args.domain)
+            return listing.taken_at
+        return None
 
     def probe(self):
         self.state_db = self.args.state_db
         targets = self.targets()
-        cache = self.load_cache() if self.args.max_age is not None else None
+        cache = self._cache = self.load_cache() if self.args.max_age is not None else None
         if len(targets) == 1:
             self.places = [self.look(*targets[0], cache)]
         else:
@@ -105,7 +132,7 @@ class XenDomU(nagiosplugin.Resource):
                  and p.domain.state.present]
         if not self.args.cluster and self.places[0].error:
             raise nagiosplugin.CheckError(self.places[0].error)
-        if not found and all(p.error for p in self.places):
+        if not found and all(p.error for p in self.places) and not self.doubts:
             raise nagiosplugin.CheckError(
                 'no dom0 answered: ' + '; '.join(f'{p.host}: {p.error}' for p in self.places))
         yield nagiosplugin.Metric('hosts', len(found), min=0, context='hosts')
@@ -131,6 +158,17 @@ class XenDomU(nagiosplugin.Resource):
     def found(self):
         return [p for p in self.places if p.domain is not None and p.domain.state.present]
 
+    @property
+    def doubts(self):
+        return [p for p in self.places if p.maybe is not None]
+
+    def doubt_text(self):
+        import time
+        return ' and '.join(
+            f'maybe on {p.host} (unreachable since '
+            f'{time.strftime("%H:%M:%S", time.localtime(p.maybe))}, not fenced: {p.error})'
+            for p in self.doubts)
+
 
 def _from_cache(row):
     from xenha.xen import Domain, State
@@ -144,6 +182,19 @@ class HostsContext(nagiosplugin.Context):
 
     def evaluate(self, metric, resource):
         name = resource.args.domain
+        if metric.value > 1:
+            hosts = [p.host for p in resource.found]
+            return self.result_cls(
+                nagiosplugin.Critical,
+                f'split brain: {name} runs on {" and ".join(hosts)}', metric)
+        if resource.doubts:
+            # a silent, unfenced dom0's last listing shows it: it may run there
+            if metric.value == 0:
+                return self.result_cls(nagiosplugin.Warn, f'{name} is not running on any '
+                                       f'reachable dom0, {resource.doubt_text()}', metric)
+            hosts = ' and '.join(p.host for p in resource.found)
+            return self.result_cls(nagiosplugin.Critical, f'maybe running twice: {name} '
+                                   f'runs on {hosts}, {resource.doubt_text()}', metric)
         if metric.value == 0:
             unreachable = [f'{p.host}: {p.error}' for p in resource.places if p.error]
             where = 'on any reachable dom0' if resource.args.cluster else \
@@ -152,11 +203,6 @@ class HostsContext(nagiosplugin.Context):
                 nagiosplugin.Critical,
                 f'{name} is not running {where}'
                 + (f' ({"; ".join(unreachable)})' if unreachable else ''), metric)
-        if metric.value > 1:
-            hosts = [p.host for p in resource.found]
-            return self.result_cls(
-                nagiosplugin.Critical,
-                f'split brain: {name} runs on {" and ".join(hosts)}', metric)
         return self.result_cls(nagiosplugin.Ok, metric=metric)
 
     def performance(self, metric, resource):
