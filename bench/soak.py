@@ -1,42 +1,83 @@
 #!/usr/bin/env python3
-"""Soak: the randomized fault test for many seeds (default 500).
+"""Soak: the randomized fault test for many seeds (default 1000), on several labs
+at once (each its own address block; most of a seed's time is spent waiting).
 
-Prints one line per violating seed and a closing count; exit 1 when any
-invariant broke.  `python bench/soak.py --seeds 500 --start 1000`
+Prints one line per violating seed, progress every 50 seeds, and at the end
+the counts per fault kind (seeds that had it, and the doubles seen in them),
+the job results, the ground-truth polls; exit 1 when any invariant broke.
+
+    python bench/soak.py --seeds 1000 --start 1000 --labs 4
 """
 
 import argparse
 import collections
+import multiprocessing
 import sys
 import time
 
-from xenha.lab import chaos
+
+def worker(seeds, queue):
+    from xenha.lab import chaos
+    lab = chaos.up()
+    try:
+        for seed in seeds:
+            t = time.monotonic()
+            try:
+                out = chaos.run_seed(lab, seed)
+                queue.put((seed, time.monotonic() - t, [k for k, _ in out.faults],
+                           out.violations, [r.result for _, _, r in out.reports],
+                           out.polls, bool(out.roaming), out.fence_unreachable))
+            except Exception as exc:  # noqa: BLE001 - a lab failure is reported, not hidden
+                queue.put((seed, time.monotonic() - t, [], [f'seed crashed: {exc!r}'],
+                           [], 0, False, False))
+    finally:
+        lab.down()
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--seeds', type=int, default=500)
+    p.add_argument('--seeds', type=int, default=1000)
     p.add_argument('--start', type=int, default=1000)
+    p.add_argument('--labs', type=int, default=4, help='labs (processes) at once')
     args = p.parse_args()
-    lab = chaos.up()
-    bad, results, faults = [], collections.Counter(), collections.Counter()
+    seeds = list(range(args.start, args.start + args.seeds))
+    queue = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=worker, args=(seeds[i::args.labs], queue))
+             for i in range(args.labs)]
+    for proc in procs:
+        proc.start()
+    bad, results, faults, doubles = [], collections.Counter(), collections.Counter(), \
+        collections.Counter()
+    polls = roaming = unreachable_policy = 0
+    slow = []
     t0 = time.monotonic()
-    try:
-        for seed in range(args.start, args.start + args.seeds):
-            out = chaos.run_seed(lab, seed)
-            faults.update(k for k, _ in out.faults)
-            results.update(r.result for _, _, r in out.reports)
-            if out.violations:
-                bad.append(out)
-                print(f'seed {seed}: VIOLATION {out.violations} after {out.faults}', flush=True)
-            if (seed - args.start + 1) % 50 == 0:
-                print(f'{seed - args.start + 1} seeds, {len(bad)} violations, '
-                      f'{time.monotonic() - t0:.0f}s', flush=True)
-    finally:
-        lab.down()
-    print(f'soak: {args.seeds} seeds ({args.start}..{args.start + args.seeds - 1}), '
-          f'{len(bad)} with violations, {time.monotonic() - t0:.0f}s')
-    print(f'faults injected: {dict(faults)}')
+    for n in range(1, len(seeds) + 1):
+        seed, took, kinds, violations, res, p_, roamed, fu = queue.get()
+        kinds = [k.split(':')[0] for k in kinds]
+        faults.update(set(kinds))
+        results.update(res)
+        polls += p_
+        roaming += roamed
+        unreachable_policy += fu
+        slow.append(took)
+        if violations:
+            bad.append(seed)
+            doubles.update(set(kinds))
+            print(f'seed {seed}: VIOLATION {violations} after {kinds}', flush=True)
+        if n % 50 == 0:
+            print(f'{n} seeds, {len(bad)} with violations, {time.monotonic() - t0:.0f}s',
+                  flush=True)
+    for proc in procs:
+        proc.join()
+    slow.sort()
+    print(f'soak: {args.seeds} seeds ({args.start}..{args.start + args.seeds - 1}) on '
+          f'{args.labs} labs, {len(bad)} with violations, {time.monotonic() - t0:.0f}s; '
+          f'a seed took {slow[len(slow) // 2]:.1f}s median, {slow[-1]:.1f}s at most')
+    print(f'ground truth polled {polls} times during the jobs; {roaming} seeds with '
+          f'guests away from home; {unreachable_policy} with fence_unreachable = true')
+    print('per fault kind: seeds with it / seeds with a violation')
+    for kind, count in sorted(faults.items()):
+        print(f'  {kind:<18} {count:5d} / {doubles[kind]}')
     print(f'job results: {dict(results)}')
     return 1 if bad else 0
 

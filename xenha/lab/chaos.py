@@ -1,18 +1,27 @@
 """Randomized fault injection against the lab, checking the two invariants:
 
-* no domU ever runs on two hosts;
+* no domU ever runs on two hosts, at any moment (the hypervisors are polled
+  while the jobs run, a guest in a reboot gap counting on its host);
 * no domU of the inventory is left unaccounted for: it runs somewhere, or a
   job's report says why not.
 
+Besides dom0 and guest faults, some guests live away from home (moved to
+another active dom0 earlier, as an operator does), and the faults include a
+partition or hang of a dom0 that is *not* failed over, reboot gaps of 0-40 s
+of roaming guests, restart events during a gap, and half of the seeds run
+with `fence_unreachable = true`.  `reboot_grace` is 45 s, longer than any gap
+injected: a gap longer than the grace is, by definition, a guest that stopped.
+
 One lab serves many seeds: `reset` puts every host, BMC and guest back.
 Used by tests/test_random_faults.py (a handful of seeds) and bench/soak.py
-(hundreds).
+(a thousand).
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 
 from xenha.lab import bmc, cluster, dom0, xensim
@@ -29,9 +38,15 @@ GUESTS = (
     cluster.GuestSpec('dns1', 'dom0-3', 256, 'none', priority=30),
     cluster.GuestSpec('ci1', 'dom0-3', 3072, 'none'),
 )
+HOST_MB = 6144
+REBOOT_GRACE = 45
+MAX_GAP = 40.0
 FAULTS = ('power', 'hang', 'toolstack', 'crash', 'pause', 'bmc-password', 'bmc-down',
-          'bmc-ignores-off', 'spare-full', 'spare-broken', 'duplicate-event')
-JOB_FAULTS = ('power', 'hang', 'toolstack', 'crash', 'pause', 'duplicate-event')
+          'bmc-ignores-off', 'spare-full', 'spare-broken', 'duplicate-event',
+          'partition', 'hang-other', 'partition-failed', 'reboot-gap', 'restart-in-gap')
+JOB_FAULTS = ('power', 'hang', 'toolstack', 'crash', 'pause', 'duplicate-event',
+              'partition-failed', 'restart-in-gap')
+FAILED = ('power', 'hang', 'toolstack', 'partition-failed')   # a failover job follows
 
 
 @dataclass
@@ -40,15 +55,21 @@ class Outcome:
     faults: list
     reports: list = field(default_factory=list)
     violations: list = field(default_factory=list)
+    roaming: dict = field(default_factory=dict)     # guest -> the dom0 it lives on
+    polls: int = 0
+    fence_unreachable: bool = False
 
 
 def up(directory=None) -> Lab:
     return cluster.up(directory, hosts=HOSTS, guests=GUESTS, storage=False,
-                      host_memory_mb=6144, dedupe_window=0.001, max_restart=1)
+                      host_memory_mb=HOST_MB, dedupe_window=0.001, max_restart=1,
+                      reboot_grace=REBOOT_GRACE)
 
 
-def reset(lab: Lab, seed: int) -> None:
-    """Every host on, no fault, guests back home, a fresh state database."""
+def reset(lab: Lab, seed: int, rng: random.Random | None = None) -> tuple[dict, bool]:
+    """Every host on, no fault, guests back home (some roaming to another active
+    dom0, as the checks then recorded), a fresh state database.  Returns
+    (guest -> where it roams, fence_unreachable)."""
     for host in lab.info['hosts']:
         dom0.resume(lab, host)
         xensim.power_off(dom0.state_dir(lab, host))   # clears guests and faults
@@ -60,32 +81,76 @@ def reset(lab: Lab, seed: int) -> None:
         pw = lab.dir / 'bmc' / host / 'password.good'
         if pw.exists():
             pw.replace(info['password_file'])
+    fence_unreachable = bool(rng and rng.random() < 0.5)
     cluster.write_inventory(lab, state_db=str(lab.dir / f'state-{seed}.db'),
-                            dedupe_window=0.001, max_restart=1)
+                            dedupe_window=0.001, max_restart=1, reboot_grace=REBOOT_GRACE,
+                            fence_unreachable=fence_unreachable)
     cluster.start_homes(lab)
+    roaming = roam(lab, rng) if rng else {}
+    return roaming, fence_unreachable
 
 
-def inject(lab: Lab, rng: random.Random) -> list[tuple[str, str]]:
+def roam(lab: Lab, rng: random.Random) -> dict:
+    """Move 0-2 guests (that fit) to another active dom0, then record every
+    dom0's listing as check_xen_host would: the cache knows where they are."""
+    from xenha.failover import Engine
+    c = cluster.cluster(lab)
+    actives = [h for h, r in HOSTS if r == 'active']
+    used = {h: sum(g.memory_mb for g in GUESTS if g.home == h) for h in actives}
+    out = {}
+    for g in rng.sample(GUESTS, rng.randint(0, 2)):
+        fits = [h for h in actives if h != g.home
+                and used[h] + g.memory_mb <= HOST_MB - 1024 - 256]
+        if not fits:
+            continue
+        to = rng.choice(fits)
+        xensim.destroy(dom0.state_dir(lab, g.home), g.name)
+        e = Engine(c)
+        e.job = 'lab-roam'
+        try:
+            if e.start_on(c.dom0s[to], [c.domus[g.name]]) == {g.name: None}:
+                out[g.name] = to
+                used[to] += g.memory_mb
+                used[g.home] -= g.memory_mb
+        finally:
+            e.close()
+            e.db.close()
+    e = Engine(c)
+    try:
+        e.views(list(c.dom0s.values()))    # what check_xen_host records
+    finally:
+        e.close()
+        e.db.close()
+    return out
+
+
+def inject(lab: Lab, rng: random.Random, roaming: dict) -> list[tuple[str, str]]:
     actives = [h for h, r in HOSTS if r == 'active']
     spares = [h for h, r in HOSTS if r == 'spare']
     faults = []
-    for i in range(rng.randint(1, 4)):
+    kinds = [rng.choice(FAULTS if i else JOB_FAULTS) for i in range(rng.randint(1, 4))]
+    if rng.random() < 0.4:      # often: another dom0 cut off or hung meanwhile
+        kinds.insert(rng.randint(0, len(kinds)), rng.choice(('partition', 'hang-other')))
+    for kind in kinds:
         # the first fault always needs a job, so every seed exercises the engine
-        kind = rng.choice(FAULTS if i else JOB_FAULTS)
-        if kind in ('power', 'hang', 'toolstack', 'duplicate-event'):
-            target = rng.choice(actives)
-        elif kind in ('bmc-password', 'bmc-down', 'bmc-ignores-off'):
+        if kind in ('power', 'hang', 'toolstack', 'duplicate-event', 'partition',
+                    'hang-other', 'partition-failed', 'bmc-password', 'bmc-down',
+                    'bmc-ignores-off'):
             target = rng.choice(actives)
         elif kind in ('spare-full', 'spare-broken'):
             target = rng.choice(spares)
+        elif kind in ('reboot-gap', 'restart-in-gap'):
+            target = rng.choice(sorted(roaming) or [g.name for g in GUESTS])
         else:
             target = rng.choice([g.name for g in GUESTS])
-        faults.append((kind, target))
         sd = dom0.state_dir(lab, target) if target in lab.info['hosts'] else None
         if kind == 'power':
             dom0.power(lab, target, on=False)
-        elif kind == 'hang':
+        elif kind in ('hang', 'hang-other'):
             dom0.hang(lab, target)
+        elif kind in ('partition', 'partition-failed'):
+            if dom0.reachable(lab, target):
+                dom0.partition(lab, target)
         elif kind == 'toolstack':
             xensim.set_fault(sd, 'fail')
         elif kind in ('crash', 'pause'):
@@ -94,6 +159,14 @@ def inject(lab: Lab, rng: random.Random) -> list[tuple[str, str]]:
                     xensim.set_domain_state(dom0.state_dir(lab, host), target,
                                             'crashed' if kind == 'crash' else 'paused')
                 except LookupError:
+                    pass
+        elif kind in ('reboot-gap', 'restart-in-gap'):
+            gap = round(rng.uniform(0, MAX_GAP), 1)
+            kind = f'{kind}:{gap:g}'
+            for host in lab.info['hosts']:
+                try:
+                    xensim.reboot(dom0.state_dir(lab, host), target, gap)
+                except (LookupError, OSError):
                     pass
         elif kind == 'bmc-password':
             info = lab.info['bmc'][target]
@@ -110,10 +183,12 @@ def inject(lab: Lab, rng: random.Random) -> list[tuple[str, str]]:
             xensim.add_domain(sd, f'filler-{rng.randint(0, 999)}', rng.choice((2048, 4096)))
         elif kind == 'spare-broken':
             xensim.set_fault(sd, 'fail')
+        faults.append((kind, target))
     return faults
 
 
 def where(lab: Lab) -> dict[str, list[str]]:
+    """The ground truth: guest -> hosts holding it (a reboot gap counts)."""
     out: dict[str, list[str]] = {}
     for host in lab.info['hosts']:
         for d in xensim.read(dom0.state_dir(lab, host))['domains']:
@@ -122,22 +197,27 @@ def where(lab: Lab) -> dict[str, list[str]]:
     return out
 
 
+def kind_of(fault: str) -> str:
+    return fault.split(':')[0]
+
+
 def run_seed(lab: Lab, seed: int) -> Outcome:
     from xenha.failover import Engine
     from xenha.restart import restart
     rng = random.Random(seed)
-    reset(lab, seed)
-    out = Outcome(seed, inject(lab, rng))
+    roaming, fence_unreachable = reset(lab, seed, rng)
+    out = Outcome(seed, inject(lab, rng, roaming), roaming=roaming,
+                  fence_unreachable=fence_unreachable)
     c = cluster.cluster(lab)
     jobs = []
-    failed_hosts = sorted({t for k, t in out.faults if k in ('power', 'hang', 'toolstack')})
+    failed_hosts = sorted({t for k, t in out.faults if kind_of(k) in FAILED})
     for host in failed_hosts:
         jobs.append(('failover', host))
     if any(k == 'duplicate-event' for k, _ in out.faults):
         jobs += [('failover', t) for k, t in out.faults if k == 'duplicate-event']
         jobs += [('failover', h) for h in failed_hosts]     # the same event twice
     for kind, name in out.faults:
-        if kind in ('crash', 'pause'):
+        if kind_of(kind) in ('crash', 'pause', 'restart-in-gap'):
             jobs.append(('restart', name))
     rng.shuffle(jobs)
     lock = threading.Lock()
@@ -155,22 +235,40 @@ def run_seed(lab: Lab, seed: int) -> Outcome:
             engine.db.close()
         with lock:
             out.reports.append((kind, name, r))
+            out.reports += [('failover', f.subject, f) for f in r.followups]
 
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            for name, hosts in where(lab).items():
+                if len(hosts) > 1:
+                    with lock:
+                        out.violations.append(f'{name} ran on {" and ".join(hosts)} '
+                                              f'at {time.strftime("%T")}')
+            out.polls += 1
+            stop.wait(0.1)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     threads = [threading.Thread(target=one, args=(j,)) for j in jobs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    stop.set()
+    watcher.join()
     placed = where(lab)
     for name, hosts in placed.items():
         if len(hosts) > 1:
-            out.violations.append(f'{name} runs on {" and ".join(hosts)}')
+            out.violations.append(f'{name} runs on {" and ".join(hosts)} at the end')
+    out.violations = sorted(set(out.violations))
     for g in GUESTS:
         if g.name in placed:
             continue
         explained = [r for _, subject, r in out.reports if g.name in r.failed
                      or g.name in r.skipped or (r.result in ('failed', 'refused', 'noop')
-                                                and subject in (g.name, g.home))]
+                                                and subject in (g.name, g.home,
+                                                                out.roaming.get(g.name)))]
         if not explained:
             out.violations.append(f'{g.name} runs nowhere and no report says why')
     return out
