@@ -393,7 +393,6 @@ class Engine:
     def _infos(self, hosts: list[Dom0]) -> dict[str, HostInfo | Exception]:
         return self.scan(hosts, info_for=hosts)[1]
 
-
     # -- the steps ---------------------------------------------------------------------
     def confirm_gone(self, failed: Dom0) -> str | None:
         """None when the dom0 does not answer; else what it answered."""
@@ -668,18 +667,19 @@ class Engine:
             # the checks stop trusting its cached listing (no false split brain
             # while its guests start elsewhere); victims still come from it
             self.db.record_fenced(failed.address)
-        t = time.monotonic()
         waiting = self._place_and_start(dom0, report, first_look.result(), fenced_too)
         # guests that may be rebooting where they last ran: planned again once
         # their grace is over (the others did not wait for them); bounded, for a
         # guest that keeps coming and going
+        t = time.monotonic()
         give_up = time.time() + 3 * self.d.reboot_grace + 10
         while waiting and time.time() < give_up:
             self._wait_for_reboots(dom0, waiting)
             waiting = self._place_and_start(dom0, report, None, fenced_too, set(waiting))
         for name, v in waiting.items():
             report.failed[name] = f'{v.why}; it keeps going missing there: not started'
-        report.steps.append(('relocate', time.monotonic() - t))
+        if time.monotonic() - t > 0.01:
+            report.steps.append(('reboot waits', time.monotonic() - t))
         for name in report.moved:
             self.db.forget_domain(failed.address, name)
         self.db.clear_doubt(*report.moved)
@@ -708,7 +708,8 @@ class Engine:
                 fenced_too.extend(h for h in fenced if h not in fenced_too)
                 if fenced:
                     plan = self.plan(dom0, None, only)
-            if report.plan is None:
+            first = report.plan is None
+            if first:
                 report.plan = plan
                 report.steps.append(('plan', time.monotonic() - t))
             for line in plan.describe(self.cluster)[1:]:
@@ -722,7 +723,10 @@ class Engine:
             report.failed.update(plan.unplaced)
             for name, host in plan.already.items():
                 report.moved[name] = host
+            t = time.monotonic()
             self.relocate(plan.placement, report, plan.listings)
+            if first:
+                report.steps.append(('relocate', time.monotonic() - t))
         return plan.waiting
 
     def _wait_for_reboots(self, dom0: str, waiting: dict) -> None:

@@ -35,14 +35,19 @@ def add_arguments(p) -> None:
     action('down', help='stop everything the lab started and remove it')
     s = action('fail', help='make a dom0 fail')
     s.add_argument('host')
-    s.add_argument('--how', choices=('power', 'hang', 'toolstack', 'garbage'),
+    s.add_argument('--how', choices=('power', 'hang', 'partition', 'toolstack', 'garbage'),
                    default='power', help='power off (default), hang (SIGSTOP sshd), '
-                   'toolstack error, toolstack garbage')
+                   'partition (sshd gone, host and guests go on), toolstack error, '
+                   'toolstack garbage')
     s = action('heal', help='undo `fail` (power on, resume, clear faults)')
     s.add_argument('host')
     for verb, what in (('crash', 'crash'), ('pause', 'pause')):
         s = action(verb, help=f'{what} a domU where it runs')
         s.add_argument('domu')
+    s = action('reboot', help='a domU reboots: missing from xl list for a while')
+    s.add_argument('domu')
+    s.add_argument('--gap', type=float, default=10.0, metavar='S',
+                   help='seconds it is missing (default 10)')
 
 
 def _lab(args):
@@ -103,6 +108,10 @@ def run(args) -> int:
                                 args.domu, 'crashed' if cmd == 'crash' else 'paused')
         print(f'{args.domu}: {cmd}ed')
         return 0
+    if cmd == 'reboot':
+        xensim.reboot(_find_domu(lab, args.domu), args.domu, args.gap)
+        print(f'{args.domu}: rebooting, missing from xl list for {args.gap:g}s')
+        return 0
     if args.host not in lab.info['hosts']:
         print(f'xenha lab: no host {args.host}', file=sys.stderr)
         return 2
@@ -116,6 +125,8 @@ def run(args) -> int:
             dom0.power(lab, args.host, on=False)
         elif args.how == 'hang':
             dom0.hang(lab, args.host)
+        elif args.how == 'partition':
+            dom0.partition(lab, args.host)
         else:
             xensim.set_fault(sd, 'fail' if args.how == 'toolstack' else 'garbage')
         print(f'{args.host}: failed ({args.how})')
