@@ -624,8 +624,9 @@ class Engine:
             self.close()
             report.steps.append(('total', time.monotonic() - started))
         self.tell_nagios(report)
-        # the dom0s this job fenced because they might run its guests: their own
-        # guests died with them, so each is failed over now (a job of its own)
+        # the dom0s this job fenced (or tried to) because they might run its
+        # guests: their own guests may have died with them, so each is failed
+        # over now, a job of its own (it confirms and fences again, or refuses)
         for host in fenced_too:
             job = self.job
             report.followups.append(self.failover(
@@ -704,8 +705,11 @@ class Engine:
             t = time.monotonic()
             plan = self.plan(dom0, first_look, only)
             if plan.doubtful and self.d.fence_unreachable:
-                fenced = self.fence_silent({v.host for v in plan.doubtful.values()}, dom0)
-                fenced_too.extend(h for h in fenced if h not in fenced_too)
+                fenced, tried = self.fence_silent({v.host for v in plan.doubtful.values()},
+                                                  dom0)
+                # each gets a failover of its own: confirmed or not, its power
+                # may be off now, and it does not answer anyway
+                fenced_too.extend(h for h in tried if h not in fenced_too)
                 if fenced:
                     plan = self.plan(dom0, None, only)
             first = report.plan is None
@@ -745,11 +749,12 @@ class Engine:
                    for name, v in waiting.items()):
                 return
 
-    def fence_silent(self, hosts: set[str], why_for: str) -> list[str]:
+    def fence_silent(self, hosts: set[str], why_for: str) -> tuple[list[str], list[str]]:
         """fence_unreachable: fence each of `hosts` (silent dom0s that may run a
-        guest of `why_for`) through its own chain; the confirmed ones are
-        recorded and returned.  A dom0 whose own failover runs is left to it."""
-        done = []
+        guest of `why_for`) through its own chain.  Returns (confirmed: recorded
+        as fenced, tried: every dom0 a fence was sent to, whose guests may have
+        died with it).  A dom0 whose own failover runs is left to it."""
+        done, tried = [], []
         for name in sorted(hosts):
             host = self.cluster.dom0s[name]
             lease = self.db.take_lease(name, self.job)
@@ -761,6 +766,7 @@ class Engine:
                 self.log('fence', f'{name} does not answer and may run guests of '
                          f'{why_for}: fencing it (fence_unreachable = true)', 'warning',
                          dom0=name)
+                tried.append(name)
                 outcome = self.fence(host)
                 if outcome.ok and not outcome.skipped:
                     self.db.record_fenced(host.address)
@@ -768,7 +774,7 @@ class Engine:
                 else:
                     self.log('fence', f'{name} not fenced: {outcome.message}', 'error',
                              dom0=name)
-        return done
+        return done, tried
 
     def _end(self, report: Report, result: str, message: str) -> None:
         report.result, report.message = result, message
