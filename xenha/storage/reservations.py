@@ -32,9 +32,10 @@ keeps non-registrants from writing, not held by X).  Seen with the real tgtd
   read first: X not registered is already revoked (given the reservation);
 * a registration belongs to one session: it stays listed after that session
   logs out, and a new session of the same initiator is not registered.  So
-  each revoke would leave one more copy of our own key; a PREEMPT of our own
-  key removes the stale copies first (and takes over the reservation when a
-  stale copy held it).  We stay registered: when X held the reservation, we
+  each revoke would leave one more copy of the monitoring node's key; a
+  PREEMPT of that key removes the stale copies first (and takes over the
+  reservation when a stale copy held it).  A spare acting with its own key
+  never does that: the other copies are its live sessions.  We stay registered: when X held the reservation, we
   hold it now, and a holder that unregisters releases a Registrants Only
   reservation, which would let X write again;
 * X's session gets UNIT ATTENTION 2A/03 (reservations preempted) once, then
@@ -187,9 +188,13 @@ def _session(target, actor: Identity, timeout: float) -> iscsi.Session:
     return s
 
 
-def _enrol(s: iscsi.Session, lun: int, key: int) -> None:
-    """Register `key` on this session and clear our own stale registrations."""
+def _enrol(s: iscsi.Session, lun: int, key: int, tidy: bool) -> None:
+    """Register `key` on this session; with `tidy` (a key only xenha's own
+    short sessions use: the monitoring node's), clear its stale copies.  A
+    dom0's key is never tidied: its other copies are its live sessions."""
     iscsi.pr_register(s, lun, key, ignore_existing=True)
+    if not tidy:
+        return
     _, keys = iscsi.pr_read_keys(s, lun)
     if keys.count(key) > 1:
         # our earlier sessions' copies: PREEMPT of our own key removes every
@@ -211,7 +216,7 @@ def _iscsi_revoke(target, victim: Identity, actor: Identity, dl: _Deadline) -> t
         return False, f'{actor.name} cannot revoke its own key'
     s = _session(target, actor, dl.left())
     try:
-        _enrol(s, target.lun, key)
+        _enrol(s, target.lun, key, tidy=actor.name == MONITOR)
         notes = _reserve_if_free(s, target.lun, key)
         _, keys = iscsi.pr_read_keys(s, target.lun)
         how = f'{victim.name} ({iscsi.key_text(vkey)}) was not registered'
@@ -254,7 +259,7 @@ def _preempt(s: iscsi.Session, lun: int, key: int, victim: Identity) -> str:
 def _iscsi_register(target, who: Identity, dl: _Deadline) -> tuple[bool, str]:
     s = _session(target, who, dl.left())
     try:
-        _enrol(s, target.lun, who.pr_key)
+        _enrol(s, target.lun, who.pr_key, tidy=who.name == MONITOR)
         notes = _reserve_if_free(s, target.lun, who.pr_key)
         _, keys = iscsi.pr_read_keys(s, target.lun)
         r = iscsi.pr_read_reservation(s, target.lun)
@@ -272,7 +277,7 @@ def register_session(session: iscsi.Session, lun: int, key: int,
     """Register `key` on a session someone else holds open (the session
     that will write: tgtd binds a registration to its session), and reserve
     the LUN when nobody holds a reservation.  Returns what was done."""
-    _enrol(session, lun, key)
+    _enrol(session, lun, key, tidy=False)
     return _reserve_if_free(session, lun, key) if reserve else ''
 
 
