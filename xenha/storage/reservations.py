@@ -35,9 +35,10 @@ keeps non-registrants from writing, not held by X).  Seen with the real tgtd
   each revoke would leave one more copy of the monitoring node's key; a
   PREEMPT of that key removes the stale copies first (and takes over the
   reservation when a stale copy held it).  A spare acting with its own key
-  never does that: the other copies are its live sessions.  We stay registered: when X held the reservation, we
-  hold it now, and a holder that unregisters releases a Registrants Only
-  reservation, which would let X write again;
+  never does that: the other copies are its live sessions.  We stay
+  registered: when X held the reservation, we hold it now, and a holder that
+  unregisters releases a Registrants Only reservation, which would let X
+  write again;
 * X's session gets UNIT ATTENTION 2A/03 (reservations preempted) once, then
   RESERVATION CONFLICT on every write.
 
