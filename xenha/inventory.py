@@ -119,9 +119,10 @@ class Timing:
 
 @dataclass(frozen=True)
 class FenceMethod:
-    method: str                               # 'agent' | 'ssh' | 'none'
+    method: str                               # 'agent' | 'ssh' | 'storage' | 'none'
     agent: str | None = None                  # e.g. 'fence_ipmilan'
-    params: tuple[tuple[str, str], ...] = ()  # key=value stdin lines, never a password
+    params: tuple[tuple[str, str], ...] = ()  # key=value stdin lines, never a password;
+                                              # storage: (('initiator_name', IQN),)
     password_file: str | None = None
     timeout: float = 30.0
 
@@ -138,6 +139,8 @@ class Dom0:
     fencing: tuple[FenceMethod, ...]          # tried in order
     toolstack: str = 'auto'                   # resolved from [defaults]
     toolstack_command: str | None = None
+    san_mac: str | None = None                # storage fencing: its AoE SAN MAC
+    initiator_name: str | None = None         # its iSCSI initiator name (reports)
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,32 @@ def loads(text: str, source: str = '<string>') -> Cluster:
         line = lambda e: int(m.group(1)) if (m := re.match(r'[^:]*:(\d+): ', e)) else 0
         raise InventoryError(sorted(v.errors, key=line))
     return cluster
+
+
+# storage fencing identities: a unicast MAC (written with ':'), an iSCSI name
+# (RFC 3720 3.2.6: iqn.YYYY-MM.reversed.domain[:anything], eui. + 16 hex,
+# naa. + 16 or 32 hex; at most 223 bytes, no spaces or control characters)
+MAC_RE = re.compile(r'^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}$')
+IQN_RE = re.compile(r'^(?:iqn\.\d{4}-(?:0[1-9]|1[0-2])\.[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?'
+                    r'(?::[\x21-\x7e]+)?|eui\.[0-9A-Fa-f]{16}|naa\.(?:[0-9A-Fa-f]{16}){1,2})$')
+
+
+def _mac_problem(value: str) -> str | None:
+    if not MAC_RE.match(value):
+        return "not a MAC address (six hex pairs with ':', e.g. '52:54:00:12:34:56')"
+    first = int(value[:2], 16)
+    if first & 1:
+        return 'a multicast or broadcast address, not an interface\'s own MAC'
+    if value.replace(':', '') == '0' * 12:
+        return 'the all-zero MAC is no interface\'s address'
+    return None
+
+
+def _iqn_problem(value: str) -> str | None:
+    if len(value.encode()) > 223 or not IQN_RE.match(value):
+        return ("not an iSCSI initiator name (iqn.YYYY-MM.reversed.domain[:name], "
+                "eui.<16 hex> or naa.<16 or 32 hex>, at most 223 bytes)")
+    return None
 
 
 _SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:i?B)?)?\s*$', re.I)
@@ -470,6 +499,7 @@ class _Validator:
             self.errors.append(f'{self.source}: no active dom0: a cluster needs at least '
                                'one [dom0.NAME] with role = "active"')
         self.references(defaults, dom0s, storage, targets, domus)
+        self.storage_fencing(dom0s, targets, domus)
         return Cluster(self.source, defaults, dom0s, targets, domus, storage, timing)
 
     def named(self, data: dict, section: str, build, *extra):
@@ -582,7 +612,15 @@ class _Validator:
         return value
 
     DOM0_KEYS = ('address', 'role', 'port', 'ssh_user', 'ssh_key', 'known_hosts',
-                 'toolstack', 'toolstack_command', 'fencing')
+                 'toolstack', 'toolstack_command', 'fencing', 'san_mac', 'initiator_name')
+
+    def grammar(self, t, section, name, key, problem, sub=''):
+        """An optional string key checked by `problem(value)` -> message or None."""
+        value = self.take(t, section, name, key, 'str', None, sub=sub)
+        if value is not None and (why := problem(value)):
+            self.error(section, name, key, why, value, sub=sub)
+            return None
+        return value
 
     def dom0(self, t: dict, name: str, d: Defaults) -> Dom0 | None:
         s = 'dom0'
@@ -595,11 +633,14 @@ class _Validator:
         toolstack = self.choice(t, s, name, 'toolstack', TOOLSTACKS, d.toolstack)
         toolstack_command = self.argv_prefix(t, s, name) or d.toolstack_command
         fencing = self.fencing(t.pop('fencing', _MISSING), name)
+        san_mac = self.grammar(t, s, name, 'san_mac', _mac_problem)
+        initiator_name = self.grammar(t, s, name, 'initiator_name', _iqn_problem)
         self.leftovers(t, s, name, self.DOM0_KEYS)
         if address is not None and (not address or re.search(r'\s', address)):
             self.error(s, name, 'address', 'not a host name or address', address)
         return Dom0(name, address, role, port, ssh_user, ssh_key, known_hosts,
-                    fencing, toolstack, toolstack_command)
+                    fencing, toolstack, toolstack_command,
+                    san_mac.lower() if san_mac else None, initiator_name)
 
     def fencing(self, raw, name: str) -> tuple[FenceMethod, ...]:
         s = 'dom0'
@@ -607,7 +648,7 @@ class _Validator:
             self.error(s, name, 'fencing', 'missing (required: a list of methods, or '
                        '"none" written explicitly to run without fencing)')
             return ()
-        if raw in ('none', 'ssh'):
+        if raw in ('none', 'ssh', 'storage'):
             return (FenceMethod(raw),)
         if isinstance(raw, dict):
             raw = [raw]
@@ -623,13 +664,20 @@ class _Validator:
         chain = []
         for i, m in enumerate(raw):
             sub, m = f'fencing[{i}]', dict(m)
-            method = self.choice(m, s, name, 'method', ('agent', 'ssh', 'none'), sub=sub)
+            method = self.choice(m, s, name, 'method', ('agent', 'ssh', 'storage', 'none'),
+                                 sub=sub)
             timeout = self.take(m, s, name, 'timeout', 'number', 30.0, sub=sub)
             if method == 'none' and len(raw) > 1:
                 self.error(s, name, 'method', "'none' cannot be part of a chain: "
                            'write fencing = "none"', method, sub=sub)
             if method == 'agent':
                 chain.append(self.fence_agent(m, name, sub, timeout))
+            elif method == 'storage':
+                # who revokes: the monitoring node's initiator name (default xenha's)
+                iqn = self.grammar(m, s, name, 'initiator_name', _iqn_problem, sub=sub)
+                self.leftovers(m, s, name, ('method', 'timeout', 'initiator_name'), sub=sub)
+                chain.append(FenceMethod('storage', params=(('initiator_name', iqn),)
+                                         if iqn else (), timeout=timeout))
             elif method is not None:        # a bad method: its other keys mean nothing
                 self.leftovers(m, s, name, ('method', 'timeout'), sub=sub)
                 chain.append(FenceMethod(method, timeout=timeout))
@@ -751,6 +799,33 @@ class _Validator:
                     ha, **xen)
 
     # ---- across sections
+
+    def storage_fencing(self, dom0s, targets, domus):
+        """Storage fencing of AoE disks takes a dom0's MAC out of a reserve
+        list and keeps the others': with a "storage" method anywhere and a
+        guest on an AoE target, every dom0 needs its san_mac, each its own."""
+        aoe_used = any(targets[t].kind == 'aoe' for u in domus.values()
+                       for t in u.targets if t in targets)
+        fenced = [d.name for d in dom0s.values()
+                  if any(m.method == 'storage' for m in d.fencing)]
+        if aoe_used and fenced:
+            for d in dom0s.values():
+                if d.san_mac is None and 'san_mac' not in self._dom0_errors(d.name):
+                    self.error('dom0', d.name, None, 'san_mac missing: storage fencing '
+                               f'(in the chain of {", ".join(fenced)}) keeps or takes out '
+                               "each dom0's MAC in the AoE reserve lists")
+        seen: dict[str, str] = {}
+        for d in dom0s.values():
+            if d.san_mac is not None and d.san_mac in seen:
+                self.error('dom0', d.name, 'san_mac', f'also the san_mac of [dom0.'
+                           f'{_toml_name(seen[d.san_mac])}]', d.san_mac)
+            elif d.san_mac is not None:
+                seen[d.san_mac] = d.name
+
+    def _dom0_errors(self, name: str) -> str:
+        """What was already said of [dom0.NAME] (not to say it twice)."""
+        tag = f'[dom0.{_toml_name(name)}]'
+        return ' '.join(e for e in self.errors if tag in e)
 
     def references(self, defaults, dom0s, storage, targets, domus):
         """Names that must exist, and host names that must not clash.

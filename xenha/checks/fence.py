@@ -10,8 +10,9 @@ at most its own `timeout` from the inventory.
 
   OK        an agent answers and says the dom0 is on
   WARNING   the first agent fails but a later one answers; an agent says the
-            dom0 is off; only ssh fencing; fencing = "none"; a configuration
-            smell (e.g. a password file readable by everyone)
+            dom0 is off; only ssh fencing; only storage fencing (its readiness
+            is not probed here yet); fencing = "none"; a configuration smell
+            (e.g. a password file readable by everyone)
   CRITICAL  no agent of the chain answers: a failover would refuse
   UNKNOWN   bad inventory or dom0 name; -t ran out before an agent answered
 
@@ -137,6 +138,8 @@ def fragment(p: Probe, dom0: str, timeout: float) -> str:
         return f'{p.label}: {p.message}'
     if p.method == 'ssh':
         return f'ssh (not probed: it works only while {dom0} answers SSH)'
+    if p.method == 'storage':
+        return 'storage (not probed here yet: registrations and reserve lists)'
     return p.label
 
 
@@ -147,14 +150,19 @@ def verdict(dom0: str, probes: list[Probe], timeout: float) -> tuple:
     if [p.method for p in probes] == ['none']:
         return nagiosplugin.Warn, (f'{dom0}: fencing = none: a failover of {dom0} would '
                                    'start its guests unfenced')
+    methods = {p.method for p in probes}
+    if not agents and 'storage' in methods:
+        return nagiosplugin.Warn, f'{dom0}: ' + '; '.join(parts)
     if not agents:
         return nagiosplugin.Warn, (f'{dom0}: only ssh fencing: not enough for production '
                                    f'(not probed: it works only while {dom0} answers SSH)')
     if not any(p.works for p in agents):
         if any(p.state == 'hung' for p in agents):
             return nagiosplugin.Unknown, f'{dom0}: ' + '; '.join(parts)
-        tail = (f' unless {dom0} still answers SSH' if any(p.method == 'ssh' for p in probes)
-                else '')
+        tail = ' or '.join(why for method, why in (
+            ('storage', 'storage fencing revokes it on every target'),
+            ('ssh', f'{dom0} still answers SSH')) if method in methods)
+        tail = f' unless {tail}' if tail else ''
         return nagiosplugin.Critical, (
             f'{dom0}: ' + '; '.join(parts) + f': a failover of {dom0} would refuse to '
             f'start anything{tail}')
