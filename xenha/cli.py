@@ -36,7 +36,8 @@ def cmd_failover(args) -> int:
     cluster = _load(args)
     engine = Engine(cluster, say=None if args.quiet else _stamp)
     try:
-        report = engine.failover(args.dom0, dry_run=args.dry_run, why=args.why or '')
+        report = engine.failover(args.dom0, dry_run=args.dry_run, why=args.why or '',
+                                 if_off=args.if_off)
     except KeyError as exc:
         print(f'xenha: {exc.args[0]}', file=sys.stderr)
         return 2
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--dry-run', action='store_true',
                    help='print the plan (fencing, victims, placement) and change nothing')
     s.add_argument('--why', help='reason recorded in the journal')
+    s.add_argument('--if-off', action='store_true',
+                   help="the fast path: fail over only if the dom0's BMC says its power "
+                        'is off (the handler uses it at the first failed check)')
     s.add_argument('-q', '--quiet', action='store_true', help='no step-by-step narration')
     _inventory_arg(s)
     s.set_defaults(func=cmd_failover)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from xenha import accounting, fencing
 from xenha.inventory import Cluster, Dom0, DomU, Target
 from xenha.nagios import CommandFile
-from xenha.runner import RunnerError, SSHOptions, SSHRunner
+from xenha.runner import HostTimeout, RunnerError, SSHOptions, SSHRunner
 from xenha.state import StateDB
 from xenha.xen import Domain, HostInfo, Toolstack, ToolstackError, failure_reason
 
@@ -45,6 +45,8 @@ DOMU_SERVICE = 'xen domain'     # the service every rendered domU host carries
 # A create whose answer was lost and whose domain never showed: for this long
 # no job starts that domU anywhere else (a queued or hung xl may still build it)
 PENDING_WINDOW = 600.0
+# The fast path asks the BMC at the first failed host check: about a second
+FAST_STATUS_TIMEOUT = 2.0
 
 
 class HostView(namedtuple('HostView', 'name domains info error at')):
@@ -77,6 +79,7 @@ class Report:
     steps: list = field(default_factory=list)      # (step, seconds)
     plan: 'Plan | None' = None
     followups: list = field(default_factory=list)  # Reports of dom0s this job fenced
+    path: str = 'hard'            # hard (Nagios HARD DOWN) | fast (BMC said off)
 
     @property
     def code(self) -> int:
@@ -145,6 +148,7 @@ class Engine:
         self._runners: dict[str, SSHRunner] = {}
         self._lock = threading.Lock()
         self.job = ''
+        self._not_fast = ''
 
     # -- reaching dom0s ------------------------------------------------------------
     def runner(self, host: Dom0 | str, timeout: float | None = None) -> SSHRunner:
@@ -395,19 +399,29 @@ class Engine:
 
     # -- the steps ---------------------------------------------------------------------
     def confirm_gone(self, failed: Dom0) -> str | None:
-        """None when the dom0 does not answer; else what it answered."""
+        """None when the dom0 does not answer; else what it answered.
+
+        More patient than the host check that declared it down: a dom0 that
+        only answers slowly (a banner up to the check's -t, an overloaded or
+        emulated host) answers here and is not fenced.  A probe that waited
+        that long and got nothing is the last; a refused one is tried again a
+        moment later (a restarting sshd)."""
+        patience = max(1.5 * self.cluster.timing.dom0_check_timeout, 2.0)
         for attempt in range(self.confirm_probes):
             if attempt:
                 time.sleep(self.probe_interval)
-            probe = self.runner(failed, timeout=min(self.d.timeout, 3.0))
+            # the runner gives 40% of its budget to connecting: that is `patience`
+            probe = self.runner(failed, timeout=patience / 0.4 + 0.5)
             try:
-                self.toolstack(failed, probe).list()
+                self.toolstack(failed, probe, timeout=self.d.timeout).list()
                 return f'{failed.name} answers SSH and its toolstack lists domains'
             except ToolstackError as exc:
                 return f'{failed.name} answers SSH (toolstack trouble: {exc})'
             except RunnerError as exc:
                 self.log('confirm', f'probe {attempt + 1}/{self.confirm_probes}: {exc}',
                          dom0=failed.name)
+                if isinstance(exc, HostTimeout):
+                    break
             finally:
                 probe.close()
         return None
@@ -425,6 +439,14 @@ class Engine:
         if outcome.skipped:
             self.log('fence', outcome.message, 'warning', dom0=failed.name)
         return outcome
+
+    def _fenced_by(self, failed: Dom0, attempt: fencing.Attempt) -> fencing.FenceOutcome:
+        """The fast path's power status was the fence's confirmation."""
+        self.log('fence', f'{attempt.method}: confirmed: {attempt.message} (the fast '
+                 f'path\'s status, {attempt.seconds:.1f}s)', dom0=failed.name)
+        return fencing.FenceOutcome(True, attempt.method, f'{failed.name} fenced by '
+                                    f'{attempt.method}: {attempt.message}', attempt.seconds,
+                                    (attempt,))
 
     def attach(self, host: Dom0, targets: list[Target]) -> dict[str, str | None]:
         """Log `host` in to each target (in parallel); target -> None (ok) or why not."""
@@ -591,7 +613,14 @@ class Engine:
                     report.failed[name] = why
 
     # -- the job --------------------------------------------------------------------------
-    def failover(self, dom0: str, dry_run: bool = False, why: str = '') -> Report:
+    def failover(self, dom0: str, dry_run: bool = False, why: str = '',
+                 if_off: bool = False) -> Report:
+        """Fail `dom0` over (see the module's docstring).
+
+        `if_off`: the fast path, at the first failed host check: only when the
+        dom0's BMC says its power is off (a power loss is a fact, and the fence
+        is confirmed by that answer); on, or no answer, changes nothing and the
+        HARD state decides, as acting then could fence a healthy host."""
         if dom0 not in self.cluster.dom0s:
             raise KeyError(f'no dom0 {dom0!r} in {self.cluster.source}')
         self.job = f'{time.strftime("%Y%m%dT%H%M%S")}-{dom0}-{uuid.uuid4().hex[:6]}'
@@ -601,6 +630,15 @@ class Engine:
             report.result, report.message = 'plan', '\n'.join(
                 report.plan.describe(self.cluster))
             return report
+        power_off = None
+        if if_off:
+            # before the lease: a HARD event meanwhile must find it free
+            power_off = self.power_lost(self.cluster.dom0s[dom0])
+            if power_off is None:
+                report.result = 'noop'
+                report.message = self._not_fast
+                return report
+            report.path = 'fast'
         lease = self.db.take_lease(dom0, self.job)
         if lease is None:
             report.result = 'noop'
@@ -614,7 +652,7 @@ class Engine:
         fenced_too: list[str] = []
         try:
             with lease:
-                self._failover(dom0, report, why, fenced_too)
+                self._failover(dom0, report, why, fenced_too, power_off)
         except Exception as exc:  # noqa: BLE001 - a crash is journaled, then re-raised
             report.result, report.message = 'failed', f'engine error: {exc!r}'
             self.log('end', report.message, 'error', dom0=dom0)
@@ -633,7 +671,32 @@ class Engine:
                 host, why=f'fenced by the failover of {dom0} (job {job}, fence_unreachable)'))
         return report
 
-    def _failover(self, dom0: str, report: Report, why: str, fenced_too: list) -> None:
+    def power_lost(self, host: Dom0) -> fencing.Attempt | None:
+        """The fast path's question to the first fence agent of the chain: is the
+        power off?  Bounded to FAST_STATUS_TIMEOUT; an Attempt (the confirmed
+        fence) when it says off, else None and `_not_fast` says why."""
+        method = next((m for m in host.fencing if m.method == 'agent'), None)
+        if method is None:
+            self._not_fast = (f'fast path: {host.name} has no fence agent to ask for its '
+                              'power state: the HARD state decides')
+            self.log('fast', self._not_fast, dom0=host.name)
+            return None
+        t = time.monotonic()
+        state, message = fencing.power_state(method, min(method.timeout, FAST_STATUS_TIMEOUT))
+        took = time.monotonic() - t
+        if state != 'off':
+            self._not_fast = (f'fast path: {host.name} is down for Nagios, but '
+                              + (f'its BMC says on ({message}, {took:.1f}s): hung, cut off '
+                                 'or a blip, not a power loss' if state == 'on' else
+                                 f'its BMC gives no power state ({message})')
+                              + ': nothing done, the HARD state decides')
+            self.log('fast', self._not_fast, dom0=host.name)
+            return None
+        return fencing.Attempt(fencing.label(method), True,
+                               f'{message}: powered off, fenced', took)
+
+    def _failover(self, dom0: str, report: Report, why: str, fenced_too: list,
+                  power_off: fencing.Attempt | None = None) -> None:
         failed = self.cluster.dom0s[dom0]
         last = self.db.last_failover(dom0)
         if last and last['result'] == 'ok' and \
@@ -645,8 +708,10 @@ class Engine:
             self.log('dedupe', report.message, dom0=dom0)
             return
         self.db.start_failover(self.job, dom0)
-        self.log('start', f'failover of {dom0} begins' + (f' ({why})' if why else ''),
-                 dom0=dom0)
+        self.log('start', f'failover of {dom0} begins' + (f' ({why})' if why else '')
+                 + (f'; fast path: its BMC says off ({power_off.method} status: off, '
+                    f'{power_off.seconds:.1f}s): a power loss, not waiting for the HARD '
+                    'state' if power_off else ''), dom0=dom0)
         t = time.monotonic()
         # the split-brain guard's first look runs while we confirm and fence
         looking = ThreadPoolExecutor(max_workers=1)
@@ -659,7 +724,8 @@ class Engine:
             return self._end(report, 'refused', f'{alive}: not failing over')
         self.log('confirm', f'{dom0} does not answer: gone', dom0=dom0)
         t = time.monotonic()
-        outcome = self.fence(failed)
+        outcome = self.fence(failed) if power_off is None else self._fenced_by(failed,
+                                                                               power_off)
         report.steps.append(('fence', time.monotonic() - t))
         if not outcome.ok:
             first_look.result()
@@ -828,4 +894,6 @@ def _summary(dom0: str, report: Report) -> str:
     if report.skipped:
         parts.append('left alone: ' + '; '.join(f'{n}: {w}' for n, w in
                                                 sorted(report.skipped.items())))
-    return f'{dom0} failed over: ' + ('; '.join(parts) if parts else 'no domU to move')
+    path = (' (fast path: its BMC said off at the first failed check)'
+            if report.path == 'fast' else '')
+    return f'{dom0} failed over{path}: ' + ('; '.join(parts) if parts else 'no domU to move')

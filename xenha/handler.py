@@ -24,6 +24,10 @@ def parser(kind: str, doc: str) -> argparse.ArgumentParser:
                         '/etc/xenha/cluster.toml)')
     p.add_argument('--soft-attempt', type=int, metavar='N',
                    help='also act at SOFT attempt N (default: HARD states only)')
+    if kind == 'host':
+        p.add_argument('--fast-attempt', type=int, metavar='N', default=1,
+                       help="at SOFT attempt N, ask the dom0's BMC: power off = fail over "
+                            'now, anything else = wait for HARD (default 1; 0: never)')
     p.add_argument('--log', metavar='FILE',
                    help="the job's output (default: next to the state database)")
     p.add_argument('--foreground', action='store_true',
@@ -45,6 +49,13 @@ def handle(kind: str, doc: str, job_argv, argv=None) -> int:
         print(f'xenha: refused: {exc}')
         return 3
     act, why = event.should_act(args.soft_attempt)
+    fast = (kind == 'host' and not act and event.problem and event.state_type == 'SOFT'
+            and args.fast_attempt > 0 and event.attempt == args.fast_attempt)
+    if fast:
+        # a power loss is a fact, not a guess: the job asks the BMC (about a
+        # second) and fails over only when it says off; on or silent: nothing
+        act, why = True, (f'{event.name} is {event.state} SOFT attempt {event.attempt}: '
+                          'asking its BMC whether the power is off (fast path)')
     from xenha import inventory
     try:
         cluster = inventory.load(args.inventory)
@@ -74,6 +85,7 @@ def handle(kind: str, doc: str, job_argv, argv=None) -> int:
         print(f'xenha: {why}')
         return 0
     argv = [sys.executable, '-m', 'xenha.cli', *job_argv(args.name),
+            *(['--if-off'] if fast else []),
             '--inventory', args.inventory, '--why', f'Nagios: {why}']
     if args.foreground:
         return subprocess.call(argv)

@@ -26,6 +26,10 @@ class Event:
     state_type: str    # HARD | SOFT
     attempt: int
 
+    @property
+    def problem(self) -> bool:
+        return self.state.upper() in PROBLEM_STATES[self.kind]
+
     def should_act(self, soft_attempt: int | None = None) -> tuple[bool, str]:
         """Act on HARD problem states, or on a SOFT one at the chosen attempt."""
         state, kind = self.state.upper(), self.kind
