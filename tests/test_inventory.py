@@ -186,8 +186,8 @@ CASES = {
          ["cluster.toml:2: [defaults] colour: unknown key (valid: allow_active_as_target, "
           "cluster_host, create_parallel, dedupe_window, dom0_reserve, failover_service, "
           "fence_unreachable, known_hosts, max_restart, nagios_command_file, "
-          "reboot_grace, restart_window, split_brain_recheck, ssh_key, ssh_port, "
-          "ssh_user, state_db, sudo, timeout, toolstack, toolstack_command)"]),
+          "reboot_grace, restart_window, san_netns, split_brain_recheck, ssh_key, "
+          "ssh_port, ssh_user, state_db, sudo, timeout, toolstack, toolstack_command)"]),
     'unknown section':
         ('[storage.san-1]', '[storages.x]\n[storage.san-1]',
          ["cluster.toml:14: [storages]: unknown section (did you mean 'storage'?)"]),

@@ -80,6 +80,7 @@ class Report:
     plan: 'Plan | None' = None
     followups: list = field(default_factory=list)  # Reports of dom0s this job fenced
     path: str = 'hard'            # hard (Nagios HARD DOWN) | fast (BMC said off)
+    storage_only: bool = False    # fenced at the storage only (not powered off)
 
     @property
     def code(self) -> int:
@@ -117,7 +118,8 @@ class Plan:
             lines.append(f'  {name}: waits: {v.why}; looking again at '
                          f'{accounting.clock(v.until)}')
         for name, v in self.doubtful.items():
-            lines.append(f'  {name}: NOT restarted: {v.why}: {accounting.way_out(v)}')
+            lines.append(f'  {name}: NOT restarted: {v.why}: '
+                         f'{accounting.way_out(v, self.dom0)}')
         for name, why in {**self.skipped, **self.unplaced}.items():
             lines.append(f'  {name}: NOT restarted: {why}')
         if not (self.victims or self.skipped or self.already or self.doubtful
@@ -149,6 +151,7 @@ class Engine:
         self._lock = threading.Lock()
         self.job = ''
         self._not_fast = ''
+        self.storage_only: set[str] = set()    # dom0s this job revoked, not powered off
 
     # -- reaching dom0s ------------------------------------------------------------
     def runner(self, host: Dom0 | str, timeout: float | None = None) -> SSHRunner:
@@ -261,6 +264,7 @@ class Engine:
         """Each dom0 as the accounting sees it: the looks, its newest listing
         (the looks recorded theirs) and any fence recorded since."""
         fenced = self.db.fenced_hosts()
+        revoked = self.db.revoked()
         out = {}
         for h in self.cluster.dom0s.values():
             lk = looks.get(h.name)
@@ -273,7 +277,8 @@ class Engine:
                 h.name, bool(lk and lk.answered) and h is not failed,
                 lk.present if lk and lk.answered else frozenset(), at,
                 frozenset(d['name'] for d in last.domains if d['state'] != 'inactive')
-                if last else frozenset(), fenced_at, h.address)
+                if last else frozenset(), fenced_at, h.address,
+                revoked.get(h.address, frozenset()))
         return out
 
     def verdicts(self, names, facts: dict[str, accounting.Host],
@@ -286,9 +291,11 @@ class Engine:
         for name in names:
             seen = [accounting.Sighting(by_addr.get(s.host, s.host), s.seen_at,
                                         s.missing_since) for s in self.db.sightings(name)]
+            u = self.cluster.domus.get(name)
             out[name] = accounting.account(
                 name, facts, seen, now=now, reboot_grace=self.d.reboot_grace,
-                failed=failed.name if failed else None, failed_listing=failed_listing)
+                failed=failed.name if failed else None, failed_listing=failed_listing,
+                targets=frozenset(u.targets) if u else frozenset())
         return out
 
     # -- planning ------------------------------------------------------------------------
@@ -343,8 +350,11 @@ class Engine:
             victims, plan.skipped = self.victims(failed, looks)
         else:       # victims of an earlier round (one back where it ran is `already`)
             victims = [self.cluster.domus[n] for n in sorted(only)]
-        verdicts = self.verdicts([u.name for u in victims], self.facts(looks, failed),
-                                 failed)
+        # a dom0 fenced at the storage only may still run its guests, cut off
+        # from the disks it was revoked on: it is accounted like a silent one
+        fenced = None if dom0 in self.storage_only else failed
+        verdicts = self.verdicts([u.name for u in victims], self.facts(looks, fenced),
+                                 fenced)
         for u in victims:
             v = verdicts[u.name]
             if v.kind == accounting.RUNS:
@@ -426,19 +436,74 @@ class Engine:
                 probe.close()
         return None
 
-    def fence(self, failed: Dom0) -> fencing.FenceOutcome:
+    def fence(self, failed: Dom0, elsewhere=frozenset()) -> fencing.FenceOutcome:
+        """The dom0's fence chain; a storage method revokes it on the targets of
+        every guest it may run (recorded, so the accounting knows) but those in
+        `elsewhere` (running on a dom0 that answers: their disks are not
+        touched, nothing ever takes a running guest's writer away)."""
+        storage = (self.storage_fence(failed, elsewhere)
+                   if any(m.method == 'storage' for m in failed.fencing) else None)
         outcome = fencing.fence(
             failed.name, failed.fencing,
             runner_factory=lambda name: self.runner(name, timeout=self.d.timeout),
             timeout=max(sum(m.timeout for m in failed.fencing), 10.0),
-            toolstack=failed.toolstack, toolstack_command=failed.toolstack_command)
+            toolstack=failed.toolstack, toolstack_command=failed.toolstack_command,
+            storage=storage)
         for a in outcome.attempts:
             self.log('fence', f'{a.method}: {"confirmed" if a.ok else "failed"}: '
                      f'{a.message} ({a.seconds:.1f}s)', 'info' if a.ok else 'error',
                      dom0=failed.name)
         if outcome.skipped:
             self.log('fence', outcome.message, 'warning', dom0=failed.name)
+        if outcome.revoked:
+            self.db.record_revoked(failed.address, *outcome.revoked)
         return outcome
+
+    def exposed(self, host: Dom0) -> list[DomU]:
+        """The domUs `host` may run: its last listing, homed there, or left in
+        doubt because of it."""
+        last = self.db.listing(host.address)
+        names = {d['name'] for d in (last.domains if last else [])}
+        names |= {u.name for u in self.cluster.domus_homed_on(host.name)}
+        names |= {n for n, (h, _w, _a) in self.db.doubts().items() if h == host.name}
+        return [u for n, u in self.cluster.domus.items() if n in names]
+
+    def storage_fence(self, host: Dom0, elsewhere=frozenset()) -> fencing.StorageFence:
+        """What the storage method revokes `host` on: the disks of every guest
+        it may run but those running elsewhere; the other dom0s keep their
+        access (AoE reserve lists)."""
+        from xenha.storage import reservations
+        targets = {t.name: t for u in self.exposed(host) if u.name not in elsewhere
+                   for t in self.cluster.targets_of(u)}
+        keep = tuple(reservations.dom0(h) for h in self.cluster.dom0s.values() if h is not host)
+        return fencing.StorageFence(tuple(targets.values()), reservations.dom0(host),
+                                    keep=keep, opener=self.aoe_opener())
+
+    def aoe_opener(self):
+        """Raw AoE sockets on our SAN interface (in `san_netns` when set)."""
+        if not self.d.san_netns:
+            return None
+        from xenha.storage import aoe
+        return lambda interface: aoe.open_socket(interface, self.d.san_netns)
+
+    @property
+    def storage_fencing(self) -> bool:
+        """Is storage fencing in any dom0's chain (then every attach registers)?"""
+        return any(m.method == 'storage' for h in self.cluster.dom0s.values()
+                   for m in h.fencing)
+
+    def make_writer(self, host: Dom0, runner, target: Target) -> str | None:
+        """Storage fencing: `host` may write `target` (None), or why not."""
+        from xenha.storage import reservations
+        who = reservations.dom0(host)
+        if target.kind == 'iscsi':
+            r = runner.run(reservations.sg_persist_register(target.device, who.pr_key),
+                           self.d.timeout)
+            return None if r.exit == 0 else \
+                f'cannot register {host.name} on {target.name}: {r.reason()}'
+        out = reservations.register(target, who, timeout=self.d.timeout,
+                                    opener=self.aoe_opener(), open_ok=True)
+        return None if out.confirmed else out.message
 
     def _fenced_by(self, failed: Dom0, attempt: fencing.Attempt) -> fencing.FenceOutcome:
         """The fast path's power status was the fence's confirmation."""
@@ -449,13 +514,20 @@ class Engine:
                                     (attempt,))
 
     def attach(self, host: Dom0, targets: list[Target]) -> dict[str, str | None]:
-        """Log `host` in to each target (in parallel); target -> None (ok) or why not."""
+        """Log `host` in to each target (in parallel); target -> None (ok) or why not.
+
+        With storage fencing in the inventory, `host` is then made a writer:
+        registered on the LUN from its own session (iSCSI), in the reserve
+        list when the target keeps one (AoE) — a revoke elsewhere leaves the
+        LUN to registrants only."""
         from xenha.storage import attach
         runner = self.runner(host)
 
         def one(t: Target):
             try:
                 why = attach.attach(runner, t, timeout=self.d.timeout)
+                if why is None and self.storage_fencing:
+                    why = self.make_writer(host, runner, t)
             except RunnerError as exc:
                 why = str(exc)
             self.log('storage', f'{host.name}: {t.name} ({t.device}): '
@@ -724,16 +796,34 @@ class Engine:
             return self._end(report, 'refused', f'{alive}: not failing over')
         self.log('confirm', f'{dom0} does not answer: gone', dom0=dom0)
         t = time.monotonic()
-        outcome = self.fence(failed) if power_off is None else self._fenced_by(failed,
-                                                                               power_off)
+        if power_off is not None:
+            outcome = self._fenced_by(failed, power_off)
+        else:
+            elsewhere = frozenset()
+            if any(m.method == 'storage' for m in failed.fencing):
+                _, views = first_look.result()
+                elsewhere = frozenset(d.name for v in views.values() if v.ok
+                                      for d in v.domains if d.state.present)
+            outcome = self.fence(failed, elsewhere)
         report.steps.append(('fence', time.monotonic() - t))
-        if not outcome.ok:
+        if not outcome.ok and not outcome.revoked:
             first_look.result()
             return self._end(report, 'failed', outcome.message)
-        if not outcome.skipped:
+        if outcome.ok and outcome.method != 'storage' and not outcome.skipped:
             # the checks stop trusting its cached listing (no false split brain
             # while its guests start elsewhere); victims still come from it
             self.db.record_fenced(failed.address)
+        elif not outcome.skipped:
+            # revoked at the storage, not powered off: only a guest whose every
+            # disk refuses it may start elsewhere (the accounting decides)
+            self.storage_only.add(dom0)
+            report.storage_only = True
+            self.log('fence', f'{dom0} is fenced at the storage only (revoked on '
+                     f'{", ".join(outcome.revoked)}'
+                     + (f'; NOT on {", ".join(outcome.unrevoked)}' if outcome.unrevoked
+                        else '') + '): it may still run, cut off from those disks; a '
+                     'guest whose disks are not all revoked is not started',
+                     'warning', dom0=dom0)
         waiting = self._place_and_start(dom0, report, first_look.result(), fenced_too)
         # guests that may be rebooting where they last ran: planned again once
         # their grace is over (the others did not wait for them); bounded, for a
@@ -771,8 +861,11 @@ class Engine:
             t = time.monotonic()
             plan = self.plan(dom0, first_look, only)
             if plan.doubtful and self.d.fence_unreachable:
+                running = frozenset(d.name for doms in plan.listings.values()
+                                    if not isinstance(doms, Exception) for d in doms
+                                    if d.state.present)
                 fenced, tried = self.fence_silent({v.host for v in plan.doubtful.values()},
-                                                  dom0)
+                                                  dom0, running)
                 # each gets a failover of its own: confirmed or not, its power
                 # may be off now, and it does not answer anyway
                 fenced_too.extend(h for h in tried if h not in fenced_too)
@@ -787,7 +880,7 @@ class Engine:
                 if only is None or not line.startswith(('  fence', '  spare ', '  no domU')):
                     self.log('plan', line.strip(), dom0=dom0)
             for name, v in plan.doubtful.items():
-                report.failed[name] = f'{v.why}: not started; {accounting.way_out(v)}'
+                report.failed[name] = f'{v.why}: not started; {accounting.way_out(v, dom0)}'
                 self.db.record_doubt(name, v.host, v.why, self.job)
             report.skipped.update(plan.skipped)
             report.failed.update(plan.unplaced)
@@ -815,7 +908,8 @@ class Engine:
                    for name, v in waiting.items()):
                 return
 
-    def fence_silent(self, hosts: set[str], why_for: str) -> tuple[list[str], list[str]]:
+    def fence_silent(self, hosts: set[str], why_for: str,
+                     elsewhere=frozenset()) -> tuple[list[str], list[str]]:
         """fence_unreachable: fence each of `hosts` (silent dom0s that may run a
         guest of `why_for`) through its own chain.  Returns (confirmed: recorded
         as fenced, tried: every dom0 a fence was sent to, whose guests may have
@@ -833,9 +927,11 @@ class Engine:
                          f'{why_for}: fencing it (fence_unreachable = true)', 'warning',
                          dom0=name)
                 tried.append(name)
-                outcome = self.fence(host)
-                if outcome.ok and not outcome.skipped:
+                outcome = self.fence(host, elsewhere)
+                if outcome.ok and outcome.method != 'storage' and not outcome.skipped:
                     self.db.record_fenced(host.address)
+                    done.append(name)
+                elif outcome.revoked:       # recorded: the accounting counts it
                     done.append(name)
                 else:
                     self.log('fence', f'{name} not fenced: {outcome.message}', 'error',
@@ -895,5 +991,7 @@ def _summary(dom0: str, report: Report) -> str:
         parts.append('left alone: ' + '; '.join(f'{n}: {w}' for n, w in
                                                 sorted(report.skipped.items())))
     path = (' (fast path: its BMC said off at the first failed check)'
-            if report.path == 'fast' else '')
+            if report.path == 'fast' else
+            f' (fenced at the storage only: {dom0} may still run, its old copies cannot '
+            'write their disks)' if report.storage_only else '')
     return f'{dom0} failed over{path}: ' + ('; '.join(parts) if parts else 'no domU to move')

@@ -73,6 +73,7 @@ class Defaults:
     split_brain_recheck: float = 1.0          # seconds between the guard's two looks
     reboot_grace: float = 30.0                # a guest gone from xl list less long: rebooting
     fence_unreachable: bool = False           # fence a silent dom0 that may run a victim
+    san_netns: str | None = None              # network namespace of our SAN interface
     nagios_command_file: str | None = None
     cluster_host: str = 'xen-cluster'
     failover_service: str = 'failover'
@@ -279,6 +280,12 @@ def _mac_problem(value: str) -> str | None:
         return 'a multicast or broadcast address, not an interface\'s own MAC'
     if value.replace(':', '') == '0' * 12:
         return 'the all-zero MAC is no interface\'s address'
+    return None
+
+
+def _netns_problem(value: str) -> str | None:
+    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}', value):
+        return "not a network namespace name (letters, digits, '.', '_', '-')"
     return None
 
 
@@ -552,6 +559,7 @@ class _Validator:
                                         d.reboot_grace, kind='number'),
             fence_unreachable=self.take(t, s, None, 'fence_unreachable', 'bool',
                                         d.fence_unreachable),
+            san_netns=self.grammar(t, s, None, 'san_netns', _netns_problem),
             nagios_command_file=self.take(t, s, None, 'nagios_command_file', 'str', None),
             cluster_host=self.take(t, s, None, 'cluster_host', 'str', d.cluster_host),
             failover_service=self.take(t, s, None, 'failover_service', 'str',

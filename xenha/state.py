@@ -95,9 +95,20 @@ CREATE TABLE IF NOT EXISTS doubt (
 );
 """
 
+# Version 3: storage fencing: the targets on which a dom0's write access was
+# revoked (confirmed by reading the target back), until `xenha unfence`.
+SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS revoked (
+    host      TEXT NOT NULL,      -- as in listing.host: the dom0's address
+    target    TEXT NOT NULL,      -- inventory target name
+    at        REAL NOT NULL,
+    PRIMARY KEY (host, target)
+);
+"""
+
 # Each brings the database from version i to i + 1; every statement is
 # idempotent (IF NOT EXISTS), so two processes upgrading at once both succeed.
-MIGRATIONS = (SCHEMA_V1, SCHEMA_V2)
+MIGRATIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
 
 
 class StateDBError(Exception):
@@ -220,6 +231,24 @@ class StateDB:
         row = self.one('SELECT missing_since FROM sighting WHERE domu = ? AND host = ?',
                        (domu, host))
         return row[0] if row and row[0] is not None else at
+
+    # -- storage fencing: where a dom0 may no longer write ---------------------------
+    def record_revoked(self, host: str, *targets: str) -> None:
+        now = time.time()
+        for t in targets:
+            self.execute('INSERT OR REPLACE INTO revoked VALUES (?,?,?)', (host, t, now))
+
+    def revoked(self) -> dict[str, frozenset]:
+        """dom0 address -> the targets it is revoked on."""
+        out: dict[str, set] = {}
+        for host, target in self.execute('SELECT host, target FROM revoked'):
+            out.setdefault(host, set()).add(target)
+        return {h: frozenset(t) for h, t in out.items()}
+
+    def clear_revoked(self, host: str, *targets: str) -> None:
+        if targets:
+            self.execute(f'DELETE FROM revoked WHERE host = ? AND target IN '
+                         f'({",".join("?" * len(targets))})', (host, *targets))
 
     # -- doubts: domUs a job left alone because a silent dom0 may run them ---------
     def record_doubt(self, domu: str, host: str, why: str, job: str | None = None) -> None:

@@ -26,8 +26,10 @@ import select
 import socket
 import struct
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+CLONE_NEWNET = 0x40000000
 ETH_P_AOE = 0x88A2
 BROADCAST = b'\xff' * 6
 SHELF_ANY, SLOT_ANY = 0xffff, 0xff
@@ -277,7 +279,41 @@ def mac_text(raw: bytes) -> str:
     return ':'.join(f'{b:02x}' for b in raw)
 
 
-def open_socket(interface: str) -> socket.socket:
+@contextmanager
+def netns(name: str):
+    """Run the block in network namespace `name` (this thread only): for a
+    monitoring node whose SAN interface lives in a namespace of its own.
+
+    setns(2) moves only the calling thread; sockets made inside keep that
+    namespace after we switch back.  Python 3.11 has no os.setns, so ctypes.
+    """
+    import ctypes    # only AoE from a namespace needs it
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
+    try:
+        target = os.open(f'/var/run/netns/{name}', os.O_RDONLY)
+    except OSError as exc:
+        os.close(home)
+        raise AoeError(f'network namespace {name}: {exc.strerror}') from None
+    try:
+        if libc.setns(target, CLONE_NEWNET):
+            raise AoeError(f'cannot enter network namespace {name}: '
+                           f'{os.strerror(ctypes.get_errno())}')
+        try:
+            yield
+        finally:
+            if libc.setns(home, CLONE_NEWNET):
+                raise OSError(ctypes.get_errno(), 'setns back')
+    finally:
+        os.close(home)
+        os.close(target)
+
+
+def open_socket(interface: str, netns_name: str | None = None) -> socket.socket:
+    """A raw AoE socket bound to `interface` (in `netns_name` when given)."""
+    if netns_name:
+        with netns(netns_name):
+            return open_socket(interface)
     try:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
                              socket.htons(ETH_P_AOE))

@@ -371,7 +371,7 @@ def _aoe_revoke(target, victim: Identity, actor: Identity, keep, opener,
 
 
 def _aoe_register(target, who: Identity, actor: Identity, opener,
-                  dl: _Deadline) -> tuple[bool, str]:
+                  dl: _Deadline, open_ok: bool = False) -> tuple[bool, str]:
     if not who.san_mac:
         return False, f'{who.name} has no san_mac in the inventory'
     mac = _norm(who.san_mac)
@@ -380,6 +380,9 @@ def _aoe_register(target, who: Identity, actor: Identity, opener,
         parts = []
         for dst in _exports(sock, target, interface, dl):
             now = aoe.reserve_list(sock, dst, target.shelf, target.slot, dl.left())
+            if not now and open_ok:
+                parts.append(f'{aoe.mac_text(dst)}: reserve list empty (anyone may write)')
+                continue
             if mac not in now:
                 aoe.set_reserve_list(sock, dst, target.shelf, target.slot, [*now, mac],
                                      dl.left(), force=True)
@@ -451,7 +454,7 @@ def revoke(target, victim: Identity, as_initiator: Identity | None = None, *,
 
 
 def register(target, who: Identity, as_initiator: Identity | None = None, *,
-             timeout: float = 10.0, opener=None) -> Outcome:
+             timeout: float = 10.0, opener=None, open_ok: bool = False) -> Outcome:
     """Give `who` write access to `target`.
 
     iSCSI: a session with who's initiator name registers who's key (and
@@ -459,7 +462,8 @@ def register(target, who: Identity, as_initiator: Identity | None = None, *,
     session, so this enrols an actor (the monitoring node) or a session-less
     party; a dom0's own sessions register themselves (sg_persist, or
     `register_session`).  AoE: who's SAN MAC joins the reserve list, sent
-    from `as_initiator`'s interface.
+    from `as_initiator`'s interface; with `open_ok` an empty list (anyone may
+    write) is left as it is (a spare's attach: it must not shut others out).
     """
     started = time.monotonic()
     dl = _Deadline(timeout)
@@ -467,7 +471,8 @@ def register(target, who: Identity, as_initiator: Identity | None = None, *,
         if target.kind == 'iscsi':
             ok, message = _iscsi_register(target, who, dl)
         elif target.kind == 'aoe':
-            ok, message = _aoe_register(target, who, as_initiator or monitor(), opener, dl)
+            ok, message = _aoe_register(target, who, as_initiator or monitor(), opener, dl,
+                                        open_ok)
         else:
             ok, message = False, f'unknown target kind {target.kind!r}'
     except _errors() as exc:
