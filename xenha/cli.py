@@ -1,4 +1,5 @@
-"""`xenha`: the admin command (failover, restart, status, journal, render, lab, demo)."""
+"""`xenha`: the admin command (failover, restart, unfence, boot-script, status, journal,
+render, lab, demo)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,29 @@ def cmd_restart(args) -> int:
     return report.code
 
 
+def cmd_unfence(args) -> int:
+    from xenha.failover import Engine
+    from xenha.unfence import unfence
+    cluster = _load(args)
+    if args.dom0 not in cluster.dom0s:
+        print(f'xenha: no dom0 {args.dom0!r} in {cluster.source}', file=sys.stderr)
+        return 2
+    report = unfence(Engine(cluster, say=None if args.quiet else _stamp), args.dom0,
+                     why=args.why or '')
+    print(report.message)
+    return report.code
+
+
+def cmd_boot_script(args) -> int:
+    from xenha.unfence import boot_script
+    cluster = _load(args)
+    if args.dom0 not in cluster.dom0s:
+        print(f'xenha: no dom0 {args.dom0!r} in {cluster.source}', file=sys.stderr)
+        return 2
+    sys.stdout.write(boot_script(cluster, args.dom0))
+    return 0
+
+
 def cmd_status(args) -> int:
     from xenha.status import status
     return status(_load(args), live=args.live)
@@ -133,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('-q', '--quiet', action='store_true')
     _inventory_arg(s)
     s.set_defaults(func=cmd_restart)
+
+    s = sub.add_parser('unfence', help='a repaired dom0 may write its disks again '
+                       '(storage fencing)')
+    s.add_argument('dom0')
+    s.add_argument('--why', help='reason recorded in the journal')
+    s.add_argument('-q', '--quiet', action='store_true')
+    _inventory_arg(s)
+    s.set_defaults(func=cmd_unfence)
+
+    s = sub.add_parser('boot-script', help="the script a dom0 runs at boot to register "
+                       'on its disks (storage fencing)')
+    s.add_argument('dom0')
+    _inventory_arg(s)
+    s.set_defaults(func=cmd_boot_script)
 
     s = sub.add_parser('status', help='where each domU runs')
     s.add_argument('--live', action='store_true',

@@ -435,6 +435,10 @@ def _serve(session, conn) -> dict:
         if req['op'] == 'read_keys':
             generation, keys = iscsi.pr_read_keys(session, lun)
             return {'ok': True, 'generation': generation, 'keys': keys}
+        if req['op'] == 'read_reservation':
+            r = iscsi.pr_read_reservation(session, lun)
+            return {'ok': True, 'generation': r.generation, 'key': r.key, 'type': r.type,
+                    'held': r.held}
         if req['op'] == 'write':
             _, block = iscsi.read_capacity(session, lun)
             iscsi.write10(session, lun, int(req.get('lba', 0)),
@@ -508,8 +512,23 @@ def sg_persist_main(argv: list[str]) -> int:
             for k in out['keys']:
                 print(f'    0x{k:x}')
         return 0
-    print('sg_persist: only --out --register-ignore and --in --read-keys here '
-          '(lab stand-in)', file=sys.stderr)
+    if '--read-reservation' in argv:
+        out = request(host, device, 'read_reservation')
+        if not out['ok']:
+            print(f'PR in (Read reservation): {out["error"]}', file=sys.stderr)
+            return 1
+        if not out['held']:
+            print(f'  PR generation=0x{out["generation"]:x}, there is NO reservation held')
+        else:
+            kind = {5: 'Write Exclusive, registrants only',
+                    6: 'Exclusive Access, registrants only',
+                    1: 'Write Exclusive', 3: 'Exclusive Access'}.get(out['type'],
+                                                                     str(out['type']))
+            print(f'  PR generation=0x{out["generation"]:x}, Reservation follows:\n'
+                  f'    Key=0x{out["key"]:x}\n    scope: LU_SCOPE,  type: {kind}')
+        return 0
+    print('sg_persist: only --out --register-ignore, --in --read-keys and '
+          '--read-reservation here (lab stand-in)', file=sys.stderr)
     return 1
 
 
