@@ -86,9 +86,11 @@ class Fence(nagiosplugin.Resource):
         return host.fencing
 
     def probe(self):
-        from xenha import fencing
+        from xenha import fencing, timing
         # nagiosplugin's alarm fires after int(-t) seconds; the agents end before it
-        deadline = time.monotonic() + int(self.args.timeout) - MARGIN
+        # (and before the run's budget, counted from the start of the process)
+        deadline = time.monotonic() + timing.bound(int(self.args.timeout) - MARGIN,
+                                                   margin=MARGIN)
         methods = self.chain()
         agents_left = sum(m.method == 'agent' for m in methods)
         for m, name in zip(methods, labels(methods)):
@@ -194,7 +196,7 @@ def parse_args(argv=None):
     return args
 
 
-@nagiosplugin.guarded
+@nagiosplugin.guarded      # under plugin.run in the installed command
 def main():
     args = parse_args()
     resource = Fence(args)
