@@ -91,9 +91,13 @@ class LocalRunner:
 
     host = 'localhost'
 
-    def __init__(self, sudo: bool = False, env: dict | None = None):
+    def __init__(self, sudo: bool = False, env: dict | None = None,
+                 kill_group: bool = False):
         self.sudo = sudo
         self.env = env
+        # kill the whole group at the end even after a clean exit (fence agents:
+        # an ipmitool they left behind could power a host off later)
+        self.kill_group = kill_group
 
     def run(self, argv: Sequence[str], timeout: float,
             input: str | None = None) -> Result:
@@ -120,7 +124,7 @@ class LocalRunner:
             return [c.result() for c in started]
         finally:
             for c in started:
-                c.end()
+                c.end(always=self.kill_group)
 
     def _start(self, argv: list[str], input: str | None):
         try:
@@ -174,10 +178,10 @@ class _Local:
     def result(self) -> Result:
         return Result(self.proc.returncode, _decode(self.out), _decode(self.err))
 
-    def end(self) -> None:
+    def end(self, always: bool = False) -> None:
         """Kill the process group if anything of it may still run; reap."""
         p = self.proc
-        if p.poll() is None or self.lingering or self.timed_out:
+        if always or p.poll() is None or self.lingering or self.timed_out:
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
