@@ -57,11 +57,12 @@ def secret_key(key: str) -> bool:
     """Does this key (of any table, at any depth) name an inline secret?
 
     >>> [secret_key(k) for k in ('Password', 'password ', 'BMC-Password',
-    ...  'snmp_priv_passwd', 'community', 'password_file', 'ip', 'passive')]
-    [True, True, True, True, True, False, False, False]
+    ...  'snmp_priv_passwd', 'community', 'passwd_script', 'password_file', 'ip',
+    ...  'passive')]
+    [True, True, True, True, True, True, False, False, False]
     """
     norm = re.sub(r'[\s\-.]+', '_', str(key).strip().lower()).strip('_')
-    if norm.endswith(('_file', '_path', '_script')):   # names a file or a program
+    if norm.endswith(('_file', '_path')):     # names the file that holds it
         return False
     squeezed = norm.replace('_', '')
     return (any(p in _SECRET_PARTS for p in norm.split('_'))
@@ -409,7 +410,7 @@ class _Validator:
         `key` in the i-th [[section.name.fencing]] table, else of `fencing =`."""
         start = self._header_line(section, name)
         m = re.fullmatch(r'(\w+)\[(\d+)\]', sub)
-        if m and start:
+        if m and start and name is not None:
             n = re.escape(name)
             pat = (rf'^\s*\[\[\s*{re.escape(section)}\s*\.\s*(?:{n}|"{n}")\s*\.'
                    rf'\s*{m.group(1)}\s*\]\]')
@@ -853,10 +854,12 @@ class _Validator:
             iqn = self.string(t, s, name, 'iqn', grammar.iqn)
             # Required: tgt numbers data LUNs from 1, LIO from 0; no default is safe.
             lun = self.int_range(t, s, name, 'lun', 0, 16383)
+            # both or neither, as written (a bad value of one is reported once)
+            written = ('chap_user' in t, 'chap_secret_file' in t)
             chap_user = self.string(t, s, name, 'chap_user', grammar.chap_user, None)
             chap_file = self.string(t, s, name, 'chap_secret_file', grammar.path, None)
-            if (chap_user is None) != (chap_file is None) and 'chap_secret' not in t:
-                self.error(s, name, 'chap_user' if chap_user is None else
+            if written[0] != written[1] and 'chap_secret' not in t:
+                self.error(s, name, 'chap_user' if not written[0] else
                            'chap_secret_file', 'missing (CHAP needs both chap_user and '
                            'chap_secret_file)')
             f = dict(portal=portal, iqn=iqn, lun=lun if lun is not None else 0,
