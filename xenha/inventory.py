@@ -672,17 +672,14 @@ class _Validator:
                                                d.split_brain_recheck, kind='number'),
             nagios_command_file=self.string(t, s, None, 'nagios_command_file',
                                             grammar.path, None),
-            cluster_host=self.take(t, s, None, 'cluster_host', 'str', d.cluster_host),
+            cluster_host=self.string(t, s, None, 'cluster_host', grammar.name,
+                                     d.cluster_host),
             failover_service=self.string(t, s, None, 'failover_service', grammar.service,
                                          d.failover_service),
             allow_active_as_target=self.take(t, s, None, 'allow_active_as_target', 'bool',
                                              d.allow_active_as_target),
         )
         self.leftovers(t, s, None, Defaults.__dataclass_fields__)
-        if values['cluster_host'] and grammar.name(values['cluster_host']):
-            self.error(s, None, 'cluster_host', "bad name: use letters, digits, '.', "
-                       "'_' and '-'", values['cluster_host'])
-            values['cluster_host'] = d.cluster_host
         return Defaults(**values)
 
     # [timing] keys by kind: (lowest, highest) whole seconds or attempts
