@@ -45,11 +45,9 @@ whole on timeout: an orphaned ipmitool could power the host off (or on) later.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -182,8 +180,10 @@ def _read_password(method) -> str | None:
                          'text (not UTF-8)') from None
 
 
-@functools.lru_cache(maxsize=32)
-def _agent_options(path: str, mtime: float) -> frozenset[str]:
+_OPTIONS: dict[tuple[str, float], frozenset[str]] = {}   # per process: (path, mtime)
+
+
+def _agent_options(path: str, mtime: float, timeout: float = 10.0) -> frozenset[str]:
     """The option names an agent declares in its metadata (asked once per file).
 
     They tell how it treats the password: agents with ipmitool_path (the
@@ -191,14 +191,18 @@ def _agent_options(path: str, mtime: float) -> frozenset[str]:
     symlinks) get the ipmitool shim; agents with snmpget_path put it on
     snmpget's command line, so they are not used with a password at all.
     """
+    if (path, mtime) in _OPTIONS:
+        return _OPTIONS[path, mtime]
     try:
         # its own process group, killed whole when it hangs (no orphans); at
-        # most 10 s, and in a check what its -t leaves (the runner cuts it)
-        meta = LocalRunner(kill_group=True).run([path, '-o', 'metadata'], 10).out
+        # most `timeout` (the call's own), and in a check what its -t leaves
+        meta = LocalRunner(kill_group=True).run([path, '-o', 'metadata'],
+                                                min(timeout, 10.0)).out
     except RunnerError as exc:
         # not knowing means not knowing where the password would end up
         raise FenceError(f'{os.path.basename(path)} -o metadata: {exc}') from None
-    return frozenset(re.findall(r'<parameter name="([^"]+)"', meta))
+    _OPTIONS[path, mtime] = frozenset(re.findall(r'<parameter name="([^"]+)"', meta))
+    return _OPTIONS[path, mtime]
 
 
 def call_agent(method, action: str, timeout: float) -> tuple[Result, str | None]:
@@ -214,7 +218,7 @@ def call_agent(method, action: str, timeout: float) -> tuple[Result, str | None]
     params.setdefault('power_timeout', str(max(1, int(timeout / 3))))
     env = None
     with tempfile.TemporaryDirectory(prefix='xenha-fence-') as tmp:
-        options = (_agent_options(path, os.stat(path).st_mtime)
+        options = (_agent_options(path, os.stat(path).st_mtime, timeout)
                    if password is not None else frozenset())
         if 'snmpget_path' in options:
             raise FenceError(f'{agent} hands the password to snmpget/snmpset on their '

@@ -529,6 +529,9 @@ def read_capacity(s: Session, lun: int) -> tuple[int, int]:
     """(capacity bytes, block size) by READ CAPACITY(16)."""
     cdb = bytes([0x9e, 0x10]) + b'\0' * 8 + struct.pack('>I', 32) + b'\0\0'
     data = s.scsi(lun, cdb, 32)
+    if len(data) < 12:
+        raise ProtocolError(f'READ CAPACITY(16) of LUN {lun} answered {len(data)} bytes '
+                            '(at least 12 expected)')
     last, block = struct.unpack('>QI', data[:12])
     return (last + 1) * block, block
 
@@ -536,6 +539,8 @@ def read_capacity(s: Session, lun: int) -> tuple[int, int]:
 def report_luns(s: Session) -> list[int]:
     cdb = bytes([0xa0, 0, 0, 0, 0, 0]) + struct.pack('>I', 4096) + b'\0\0'
     data = s.scsi(0, cdb, 4096)
+    if len(data) < 8:
+        raise ProtocolError(f'REPORT LUNS answered {len(data)} bytes (at least 8 expected)')
     n = struct.unpack('>I', data[:4])[0] // 8
     return [decode_lun(data[8 + 8 * i:16 + 8 * i]) for i in range(n)
             if len(data) >= 16 + 8 * i]
