@@ -80,7 +80,7 @@ def _handle(kind: str, doc: str, job_argv, argv=None) -> int:
         # or nothing that could forge a journal line or an argument
         why = grammar.name(args.name)
         if why:
-            raise ValueError(f'{shown!r} is not a host name of xenha ({why})')
+            raise ValueError(f"'{shown}' is not a host name of xenha ({why})")
         event = parse_event(kind, args.name, args.state, args.state_type, args.attempt)
     except ValueError as exc:
         say(f'xenha: refused: {exc}')

@@ -12,6 +12,7 @@ times a day: it is imported only inside `SSHRunner.connect`.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -661,10 +662,13 @@ def _check_key(path: str) -> None:
         return
     try:
         paramiko.PKey.from_path(path)
-    except paramiko.PasswordRequiredException:
-        raise AuthFailed(f'SSH key {path} is encrypted: xenha needs a key without a '
-                         'passphrase') from None
     except Exception as exc:  # noqa: BLE001 - ValueError, SSHException, UnknownKeyType
+        # an encrypted key: PasswordRequiredException, or cryptography's TypeError
+        if isinstance(exc, paramiko.PasswordRequiredException) or (
+                isinstance(exc, TypeError) and re.search(r'encrypted|password',
+                                                          str(exc), re.I)):
+            raise AuthFailed(f'SSH key {path} is encrypted: xenha needs a key without a '
+                             'passphrase') from None
         raise AuthFailed(f'SSH key {path} is not a private key xenha can use '
                          f'({type(exc).__name__})') from None
 
