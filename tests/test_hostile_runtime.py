@@ -740,3 +740,11 @@ def test_the_journal_never_prints_forged_lines(tmp_path):
     assert r.rc == 0 and len(r.out.splitlines()) == 1, r
     assert r.out.split(' ', 2)[2] == ('warning event    x\\ny               one\\nforged '
                                       'line\\x1b[2J  [-]\n')
+
+
+def test_the_local_runner_bounds_output_and_feeds_all_its_input():
+    from xenha.runner import MAX_OUTPUT, LocalRunner
+    r = LocalRunner().run(['sh', '-c', 'head -c 50000000 /dev/zero; echo done >&2'], 20)
+    assert (r.exit, len(r.out), r.err) == (0, MAX_OUTPUT, 'done\n')
+    r = LocalRunner().run(['sh', '-c', 'sleep 0.2; wc -c'], 10, input='x' * 1000000)
+    assert r.out.strip() == '1000000'

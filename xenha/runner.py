@@ -248,7 +248,9 @@ def _collect_local(cmds: list, deadline: float, timeout: float) -> None:
                     try:
                         n = os.write(key.fileobj.fileno(), c.stdin)
                         c.stdin = c.stdin[n:]
-                    except (BrokenPipeError, OSError):
+                    except BlockingIOError:
+                        continue                # the pipe is full: write the rest later
+                    except OSError:             # it exited, or closed its stdin
                         c.stdin = b''
                     if not c.stdin:
                         sel.unregister(key.fileobj)
