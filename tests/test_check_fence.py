@@ -203,4 +203,5 @@ def test_usage_errors_are_unknown(tmp_path):
     assert (r.rc, r.first) == (3, 'FENCE UNKNOWN - the following arguments are required: '
                                   '--dom0')
     r = check(inventory(tmp_path, 'fencing = "none"'), timeout=0.5)
-    assert (r.rc, r.first) == (3, 'FENCE UNKNOWN - -t must be at least 1 second')
+    assert (r.rc, r.first) == (3, 'FENCE UNKNOWN - argument -t/--timeout: must be a whole '
+                                  "number of seconds from 1 to 3600, not '0.5'")

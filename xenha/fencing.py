@@ -55,11 +55,9 @@ whole on timeout: an orphaned ipmitool could power the host off (or on) later.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -215,17 +213,23 @@ def _find_agent(name: str) -> str:
 def _read_password(method) -> str | None:
     if not method.password_file:
         return None
+    from xenha import files
     try:
-        text = Path(method.password_file).read_text()
+        # the first line, without its line end: spaces may belong to the password;
+        # a small regular file only (/dev/zero must not hang a failover)
+        return files.read_secret(method.password_file)
     except OSError as exc:
         raise FenceError(f'cannot read password file {method.password_file}: '
-                         f'{exc.strerror}') from None
-    # the first line, without its line end: spaces may belong to the password
-    return text.splitlines()[0] if text else ''
+                         f'{exc.strerror or exc}') from None
+    except UnicodeDecodeError:
+        raise FenceError(f'cannot read password file {method.password_file}: not '
+                         'text (not UTF-8)') from None
 
 
-@functools.lru_cache(maxsize=32)
-def _agent_options(path: str, mtime: float) -> frozenset[str]:
+_OPTIONS: dict[tuple[str, float], frozenset[str]] = {}   # per process: (path, mtime)
+
+
+def _agent_options(path: str, mtime: float, timeout: float = 10.0) -> frozenset[str]:
     """The option names an agent declares in its metadata (asked once per file).
 
     They tell how it treats the password: agents with ipmitool_path (the
@@ -233,12 +237,18 @@ def _agent_options(path: str, mtime: float) -> frozenset[str]:
     symlinks) get the ipmitool shim; agents with snmpget_path put it on
     snmpget's command line, so they are not used with a password at all.
     """
+    if (path, mtime) in _OPTIONS:
+        return _OPTIONS[path, mtime]
     try:
-        meta = LocalRunner().run([path, '-o', 'metadata'], 10).out
+        # its own process group, killed whole when it hangs (no orphans); at
+        # most `timeout` (the call's own), and in a check what its -t leaves
+        meta = LocalRunner(kill_group=True).run([path, '-o', 'metadata'],
+                                                min(timeout, 10.0)).out
     except RunnerError as exc:
         # not knowing means not knowing where the password would end up
         raise FenceError(f'{os.path.basename(path)} -o metadata: {exc}') from None
-    return frozenset(re.findall(r'<parameter name="([^"]+)"', meta))
+    _OPTIONS[path, mtime] = frozenset(re.findall(r'<parameter name="([^"]+)"', meta))
+    return _OPTIONS[path, mtime]
 
 
 def call_agent(method, action: str, timeout: float) -> tuple[Result, str | None]:
@@ -254,7 +264,7 @@ def call_agent(method, action: str, timeout: float) -> tuple[Result, str | None]
     params.setdefault('power_timeout', str(max(1, int(timeout / 3))))
     env = None
     with tempfile.TemporaryDirectory(prefix='xenha-fence-') as tmp:
-        options = (_agent_options(path, os.stat(path).st_mtime)
+        options = (_agent_options(path, os.stat(path).st_mtime, timeout)
                    if password is not None else frozenset())
         if 'snmpget_path' in options:
             raise FenceError(f'{agent} hands the password to snmpget/snmpset on their '
@@ -287,24 +297,16 @@ def _run_group(argv: list[str], stdin: str, env: dict | None, timeout: float) ->
     """Run the agent in its own process group, and leave nothing of it behind.
 
     Killing only the agent on a timeout would orphan its ipmitool, which may
-    still power the host off (or on) later, behind the engine's back.
-    """
+    still power the host off (or on) later, behind the engine's back.  Its
+    output is bounded (a flooding agent cannot fill the memory or the status
+    line)."""
+    from xenha.runner import CommandNotFound, CommandTimeout
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=True)
-    except OSError as exc:
-        raise FenceError(f'fence agent {argv[0]} cannot be run: {exc.strerror}') from None
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if proc.returncode is None:
-            proc.communicate()
-    return Result(proc.returncode, out, err)
+        return LocalRunner(env=env, kill_group=True).run(argv, timeout, input=stdin)
+    except CommandTimeout:
+        raise subprocess.TimeoutExpired(argv, timeout) from None
+    except CommandNotFound as exc:
+        raise FenceError(f'fence agent {exc}') from None
 
 
 def _reason(result: Result, password: str | None) -> str:

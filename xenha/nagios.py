@@ -64,8 +64,11 @@ class CommandFile:
     def send(self, *fields: str) -> bool:
         if not self.path:
             return False
+        from xenha.grammar import CONTROL
+        # one command a line: no line end, no ';' (the field separator) and no
+        # control character (Nagios stores the text, terminals show it) in a field
         line = f'[{int(time.time())}] ' + ';'.join(
-            f.replace('\n', ' ').replace(';', ',') if i else f
+            CONTROL.sub(' ', f).replace(';', ',') if i else f
             for i, f in enumerate(fields)) + '\n'
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_APPEND)

@@ -143,8 +143,10 @@ class Chap:
 
     @classmethod
     def from_file(cls, user: str, path: str) -> 'Chap':
-        with open(path, encoding='utf-8') as fh:
-            return cls(user, fh.read().strip())
+        """The secret from a small regular file (a device or a FIFO is refused
+        at once: /dev/zero must not hang the check)."""
+        from xenha import files
+        return cls(user, files.read_bytes(path, files.SECRET_LIMIT).decode('utf-8').strip())
 
 
 @dataclass(frozen=True)
@@ -486,6 +488,9 @@ class Session:
             op = head[0] & 0x3f
             if op == OP_DATA_IN:
                 offset = struct.unpack('>I', head[40:44])[0]
+                if offset + len(seg) > max(length, 0) + 65536:
+                    raise ProtocolError(f'target {self.target} sent more data than '
+                                        f'asked for ({offset + len(seg)} > {length})')
                 data[offset:offset + len(seg)] = seg
                 if head[1] & 0x01:          # status carried in the Data-In
                     return self._status(lun, cdb, head[3], b'', bytes(data))
@@ -600,6 +605,9 @@ def read_capacity(s: Session, lun: int) -> tuple[int, int]:
     """(capacity bytes, block size) by READ CAPACITY(16)."""
     cdb = bytes([0x9e, 0x10]) + b'\0' * 8 + struct.pack('>I', 32) + b'\0\0'
     data = s.scsi(lun, cdb, 32)
+    if len(data) < 12:
+        raise ProtocolError(f'READ CAPACITY(16) of LUN {lun} answered {len(data)} bytes '
+                            '(at least 12 expected)')
     last, block = struct.unpack('>QI', data[:12])
     return (last + 1) * block, block
 
@@ -607,6 +615,8 @@ def read_capacity(s: Session, lun: int) -> tuple[int, int]:
 def report_luns(s: Session) -> list[int]:
     cdb = bytes([0xa0, 0, 0, 0, 0, 0]) + struct.pack('>I', 4096) + b'\0\0'
     data = s.scsi(0, cdb, 4096)
+    if len(data) < 8:
+        raise ProtocolError(f'REPORT LUNS answered {len(data)} bytes (at least 8 expected)')
     n = struct.unpack('>I', data[:4])[0] // 8
     return [decode_lun(data[8 + 8 * i:16 + 8 * i]) for i in range(n)
             if len(data) >= 16 + 8 * i]
@@ -795,8 +805,24 @@ def probe(portal: Portal, target: str | None, lun: int = 1,
           timeout: float = 5.0, discovery_chap: Chap | None = None) -> ProbeResult:
     """Discovery, then (with a target) login + TUR + INQUIRY + READ CAPACITY.
 
-    Raises one IscsiError subclass per distinct failure.
+    Raises one IscsiError subclass per distinct failure: a target that sends
+    what no target should (short or garbled PDUs, text that is not UTF-8) is a
+    ProtocolError, a connection that breaks is PortalUnreachable.
     """
+    try:
+        return _probe(portal, target, lun, initiator, chap, timeout, discovery_chap)
+    except IscsiError:
+        raise
+    except (struct.error, IndexError, KeyError, ValueError, OverflowError,
+            MemoryError) as exc:
+        raise ProtocolError(f'portal {portal} sent a malformed answer '
+                            f'({type(exc).__name__}: {exc})') from None
+    except OSError as exc:
+        raise PortalUnreachable(f'portal {portal}: connection broken '
+                                f'({exc.strerror or exc})') from None
+
+
+def _probe(portal, target, lun, initiator, chap, timeout, discovery_chap) -> ProbeResult:
     result = ProbeResult(portal)
     with Session(portal, initiator, None, discovery_chap, timeout) as s:
         s.connect()
