@@ -85,19 +85,20 @@ def journal_since(lab, since):
 def heal(lab, c, guests):
     """dom0-1 powered and answering again, its guests back home, Nagios green."""
     from xenha.failover import Engine
-    from xenha.lab import xensim
     dom0.resume(lab, VICTIM)
     dom0.power(lab, VICTIM, on=True)
+    if lab.info['hosts'][VICTIM].get('kind') == 'qemu':
+        from xenha.lab import qemu
+        qemu.wait_ssh(lab, VICTIM)
     e = Engine(c)
     e.job = 'lab-setup'
     try:
         for host in lab.info['hosts']:
             if host != VICTIM:
+                listed = {d.name for d in e.toolstack(c.dom0s[host]).list()}
                 for g in guests:
-                    try:
-                        xensim.destroy(dom0.state_dir(lab, host), g)
-                    except (LookupError, OSError):
-                        pass
+                    if g in listed:
+                        e.toolstack(c.dom0s[host]).destroy(g)
         targets = {t.name: t for g in guests for t in c.targets_of(g)}
         bad = {k: v for k, v in e.attach(c.dom0s[VICTIM], list(targets.values())).items()
                if v}

@@ -24,12 +24,15 @@ def worker(seeds, queue):
             t = time.monotonic()
             try:
                 out = chaos.run_seed(lab, seed)
+                storage_moves = sum(1 for _, _, r in out.reports if r.storage_only
+                                    and r.moved)
                 queue.put((seed, time.monotonic() - t, [k for k, _ in out.faults],
                            out.violations, [r.result for _, _, r in out.reports],
-                           out.polls, bool(out.roaming), out.fence_unreachable))
+                           out.polls, bool(out.roaming), out.fence_unreachable,
+                           out.storage_fencing, storage_moves))
             except Exception as exc:  # noqa: BLE001 - a lab failure is reported, not hidden
                 queue.put((seed, time.monotonic() - t, [], [f'seed crashed: {exc!r}'],
-                           [], 0, False, False))
+                           [], 0, False, False, False, 0))
     finally:
         lab.down()
 
@@ -48,17 +51,19 @@ def main() -> int:
         proc.start()
     bad, results, faults, doubles = [], collections.Counter(), collections.Counter(), \
         collections.Counter()
-    polls = roaming = unreachable_policy = 0
+    polls = roaming = unreachable_policy = storage_chains = storage_moved = 0
     slow = []
     t0 = time.monotonic()
     for n in range(1, len(seeds) + 1):
-        seed, took, kinds, violations, res, p_, roamed, fu = queue.get()
+        seed, took, kinds, violations, res, p_, roamed, fu, sf, smoves = queue.get()
         kinds = [k.split(':')[0] for k in kinds]
         faults.update(set(kinds))
         results.update(res)
         polls += p_
         roaming += roamed
         unreachable_policy += fu
+        storage_chains += sf
+        storage_moved += smoves
         slow.append(took)
         if violations:
             bad.append(seed)
@@ -74,7 +79,9 @@ def main() -> int:
           f'{args.labs} labs, {len(bad)} with violations, {time.monotonic() - t0:.0f}s; '
           f'a seed took {slow[len(slow) // 2]:.1f}s median, {slow[-1]:.1f}s at most')
     print(f'ground truth polled {polls} times during the jobs; {roaming} seeds with '
-          f'guests away from home; {unreachable_policy} with fence_unreachable = true')
+          f'guests away from home; {unreachable_policy} with fence_unreachable = true; '
+          f'{storage_chains} with [agent, storage] chains, in which {storage_moved} '
+          'failovers moved guests fenced at the storage only')
     print('per fault kind: seeds with it / seeds with a violation')
     for kind, count in sorted(faults.items()):
         print(f'  {kind:<18} {count:5d} / {doubles[kind]}')

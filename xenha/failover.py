@@ -702,17 +702,24 @@ class Engine:
             report.result, report.message = 'plan', '\n'.join(
                 report.plan.describe(self.cluster))
             return report
-        power_off = None
+        power_off = early_look = None
         if if_off:
-            # before the lease: a HARD event meanwhile must find it free
+            # the guard's first look while the BMC answers (it records, changes
+            # nothing); the BMC before the lease: a HARD event meanwhile finds it free
+            looking = ThreadPoolExecutor(max_workers=1)
+            early_look = looking.submit(self.look, dom0)
+            looking.shutdown(wait=False)
             power_off = self.power_lost(self.cluster.dom0s[dom0])
             if power_off is None:
+                early_look.result()
                 report.result = 'noop'
                 report.message = self._not_fast
                 return report
             report.path = 'fast'
         lease = self.db.take_lease(dom0, self.job)
         if lease is None:
+            if early_look is not None:
+                early_look.result()         # its thread records listings: not left behind
             report.result = 'noop'
             holder = self.db.lease_holder(dom0)
             report.message = (f'a failover of {dom0} is already running'
@@ -724,7 +731,7 @@ class Engine:
         fenced_too: list[str] = []
         try:
             with lease:
-                self._failover(dom0, report, why, fenced_too, power_off)
+                self._failover(dom0, report, why, fenced_too, power_off, early_look)
         except Exception as exc:  # noqa: BLE001 - a crash is journaled, then re-raised
             report.result, report.message = 'failed', f'engine error: {exc!r}'
             self.log('end', report.message, 'error', dom0=dom0)
@@ -768,7 +775,7 @@ class Engine:
                                f'{message}: powered off, fenced', took)
 
     def _failover(self, dom0: str, report: Report, why: str, fenced_too: list,
-                  power_off: fencing.Attempt | None = None) -> None:
+                  power_off: fencing.Attempt | None = None, first_look=None) -> None:
         failed = self.cluster.dom0s[dom0]
         last = self.db.last_failover(dom0)
         if last and last['result'] == 'ok' and \
@@ -778,6 +785,8 @@ class Engine:
                               f'ago (job {last["job"]}), inside the dedupe window of '
                               f'{self.d.dedupe_window:g}s: nothing to do')
             self.log('dedupe', report.message, dom0=dom0)
+            if first_look is not None:
+                first_look.result()
             return
         self.db.start_failover(self.job, dom0)
         self.log('start', f'failover of {dom0} begins' + (f' ({why})' if why else '')
@@ -785,10 +794,11 @@ class Engine:
                     f'{power_off.seconds:.1f}s): a power loss, not waiting for the HARD '
                     'state' if power_off else ''), dom0=dom0)
         t = time.monotonic()
-        # the split-brain guard's first look runs while we confirm and fence
-        looking = ThreadPoolExecutor(max_workers=1)
-        first_look = looking.submit(self.look, dom0)
-        looking.shutdown(wait=False)
+        if first_look is None:
+            # the split-brain guard's first look runs while we confirm and fence
+            looking = ThreadPoolExecutor(max_workers=1)
+            first_look = looking.submit(self.look, dom0)
+            looking.shutdown(wait=False)
         alive = self.confirm_gone(failed)
         report.steps.append(('confirm', time.monotonic() - t))
         if alive:

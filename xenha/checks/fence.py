@@ -113,7 +113,7 @@ class Fence(nagiosplugin.Resource):
                 t, [me], timeout=budget, opener=opener), targets.values()))
         took = time.monotonic() - started
         broken = [f'{f.target}: {f.error}' for f in facts if f.error]
-        revoked = [f.target for f in facts if not f.error and not may_write(f, self.dom0)]
+        revoked = [f.target for f in facts if not f.error and not f.may_write(self.dom0)]
         for f in facts:
             _log.info('%s: %s', f.target, f)
         if broken:
@@ -170,14 +170,6 @@ class Fence(nagiosplugin.Resource):
         yield nagiosplugin.Metric('working_agents', sum(p.works for p in self.probes),
                                   min=0, max=sum(p.method == 'agent' for p in self.probes),
                                   context='chain')
-
-
-def may_write(facts, dom0: str) -> bool:
-    """May `dom0` write the disk now?  iSCSI: no reservation held, or its key
-    registered; AoE: an empty reserve list, or its MAC in it."""
-    if facts.kind == 'iscsi':
-        return facts.reservation in ('', 'none') or dict(facts.registered).get(dom0, False)
-    return dict(facts.allowed).get(dom0, True)
 
 
 # --- evaluation ------------------------------------------------------------------------

@@ -8,8 +8,11 @@
 Besides dom0 and guest faults, some guests live away from home (moved to
 another active dom0 earlier, as an operator does), and the faults include a
 partition or hang of a dom0 that is *not* failed over, reboot gaps of 0-40 s
-of roaming guests, restart events during a gap, and half of the seeds run
-with `fence_unreachable = true`.  `reboot_grace` is 45 s, longer than any gap
+of roaming guests, restart events during a gap, a dom0 whose BMC died with
+it; half of the seeds run with `fence_unreachable = true`, half with the
+chain [agent, storage] (every guest has a disk on the lab's real tgtd or
+vblade; a copy left on a dom0 fenced at the storage counts only if the target
+still lets that dom0 write).  `reboot_grace` is 45 s, longer than any gap
 injected: a gap longer than the grace is, by definition, a guest that stopped.
 
 One lab serves many seeds: `reset` puts every host, BMC and guest back.
@@ -25,28 +28,31 @@ import time
 from dataclasses import dataclass, field
 
 from xenha.lab import bmc, cluster, dom0, xensim
+from xenha.lab import storage as storage_lab
 from xenha.lab.core import Lab
 
 HOSTS = (('dom0-1', 'active'), ('dom0-2', 'active'), ('dom0-3', 'active'),
          ('spare-1', 'spare'), ('spare-2', 'spare'))
 GUESTS = (
-    cluster.GuestSpec('db1', 'dom0-1', 1024, 'none', priority=20),
-    cluster.GuestSpec('web1', 'dom0-1', 512, 'none', priority=10),
-    cluster.GuestSpec('web2', 'dom0-1', 512, 'none'),
-    cluster.GuestSpec('mail1', 'dom0-2', 768, 'none', priority=10),
-    cluster.GuestSpec('build1', 'dom0-2', 2048, 'none'),
-    cluster.GuestSpec('dns1', 'dom0-3', 256, 'none', priority=30),
-    cluster.GuestSpec('ci1', 'dom0-3', 3072, 'none'),
+    cluster.GuestSpec('db1', 'dom0-1', 1024, 'iscsi', priority=20),
+    cluster.GuestSpec('web1', 'dom0-1', 512, 'iscsi', priority=10),
+    cluster.GuestSpec('web2', 'dom0-1', 512, 'aoe'),
+    cluster.GuestSpec('mail1', 'dom0-2', 768, 'aoe', priority=10),
+    cluster.GuestSpec('build1', 'dom0-2', 2048, 'iscsi'),
+    cluster.GuestSpec('dns1', 'dom0-3', 256, 'aoe', priority=30),
+    cluster.GuestSpec('ci1', 'dom0-3', 3072, 'iscsi'),
 )
 HOST_MB = 6144
 REBOOT_GRACE = 45
 MAX_GAP = 40.0
 FAULTS = ('power', 'hang', 'toolstack', 'crash', 'pause', 'bmc-password', 'bmc-down',
           'bmc-ignores-off', 'spare-full', 'spare-broken', 'duplicate-event',
-          'partition', 'hang-other', 'partition-failed', 'reboot-gap', 'restart-in-gap')
+          'partition', 'hang-other', 'partition-failed', 'reboot-gap', 'restart-in-gap',
+          'bmc-dead-with-host')
 JOB_FAULTS = ('power', 'hang', 'toolstack', 'crash', 'pause', 'duplicate-event',
-              'partition-failed', 'restart-in-gap')
-FAILED = ('power', 'hang', 'toolstack', 'partition-failed')   # a failover job follows
+              'partition-failed', 'restart-in-gap', 'bmc-dead-with-host')
+FAILED = ('power', 'hang', 'toolstack', 'partition-failed',     # a failover job follows
+          'bmc-dead-with-host')
 
 
 @dataclass
@@ -58,18 +64,20 @@ class Outcome:
     roaming: dict = field(default_factory=dict)     # guest -> the dom0 it lives on
     polls: int = 0
     fence_unreachable: bool = False
+    storage_fencing: bool = False
 
 
 def up(directory=None) -> Lab:
-    return cluster.up(directory, hosts=HOSTS, guests=GUESTS, storage=False,
+    return cluster.up(directory, hosts=HOSTS, guests=GUESTS, storage=True,
                       host_memory_mb=HOST_MB, dedupe_window=0.001, max_restart=1,
                       reboot_grace=REBOOT_GRACE)
 
 
-def reset(lab: Lab, seed: int, rng: random.Random | None = None) -> tuple[dict, bool]:
-    """Every host on, no fault, guests back home (some roaming to another active
-    dom0, as the checks then recorded), a fresh state database.  Returns
-    (guest -> where it roams, fence_unreachable)."""
+def reset(lab: Lab, seed: int, rng: random.Random | None = None) -> tuple[dict, bool, bool]:
+    """Every host on, no fault, no reservation on any disk, guests back home
+    (some roaming to another active dom0, as the checks then recorded), a fresh
+    state database.  Returns (guest -> where it roams, fence_unreachable,
+    storage fencing in the chains)."""
     for host in lab.info['hosts']:
         dom0.resume(lab, host)
         xensim.power_off(dom0.state_dir(lab, host))   # clears guests and faults
@@ -82,12 +90,16 @@ def reset(lab: Lab, seed: int, rng: random.Random | None = None) -> tuple[dict, 
         if pw.exists():
             pw.replace(info['password_file'])
     fence_unreachable = bool(rng and rng.random() < 0.5)
+    # half the seeds: the chain [agent, storage] (a dead BMC leaves the disks)
+    storage_fencing = bool(rng and rng.random() < 0.5)
     cluster.write_inventory(lab, state_db=str(lab.dir / f'state-{seed}.db'),
+                            fencing='agent+storage' if storage_fencing else None,
                             dedupe_window=0.001, max_restart=1, reboot_grace=REBOOT_GRACE,
                             fence_unreachable=fence_unreachable)
+    storage_lab.clear_reservations(lab, cluster.cluster(lab))
     cluster.start_homes(lab)
     roaming = roam(lab, rng) if rng else {}
-    return roaming, fence_unreachable
+    return roaming, fence_unreachable, storage_fencing
 
 
 def roam(lab: Lab, rng: random.Random) -> dict:
@@ -135,7 +147,7 @@ def inject(lab: Lab, rng: random.Random, roaming: dict) -> list[tuple[str, str]]
         # the first fault always needs a job, so every seed exercises the engine
         if kind in ('power', 'hang', 'toolstack', 'duplicate-event', 'partition',
                     'hang-other', 'partition-failed', 'bmc-password', 'bmc-down',
-                    'bmc-ignores-off'):
+                    'bmc-ignores-off', 'bmc-dead-with-host'):
             target = rng.choice(actives)
         elif kind in ('spare-full', 'spare-broken'):
             target = rng.choice(spares)
@@ -145,6 +157,9 @@ def inject(lab: Lab, rng: random.Random, roaming: dict) -> list[tuple[str, str]]
             target = rng.choice([g.name for g in GUESTS])
         sd = dom0.state_dir(lab, target) if target in lab.info['hosts'] else None
         if kind == 'power':
+            dom0.power(lab, target, on=False)
+        elif kind == 'bmc-dead-with-host':      # the chassis lost power, BMC and all
+            bmc.stop(lab, target)
             dom0.power(lab, target, on=False)
         elif kind in ('hang', 'hang-other'):
             dom0.hang(lab, target)
@@ -197,6 +212,31 @@ def where(lab: Lab) -> dict[str, list[str]]:
     return out
 
 
+class Writers:
+    """Of the hosts holding a guest, those that may write its disks, as the
+    targets themselves say (tgtd's registrations, vblade's reserve list): a
+    copy left on a dom0 fenced at the storage is cut off, not running twice.
+    A host once refused stays refused for the seed (nothing unfences it)."""
+
+    def __init__(self, lab: Lab):
+        self.lab, self.c = lab, cluster.cluster(lab)
+        self.refused: set[tuple[str, str]] = set()
+
+    def __call__(self, guest: str, hosts: list[str]) -> list[str]:
+        u = self.c.domus.get(guest)
+        if u is None or not u.targets:
+            return hosts
+        out = []
+        for h in hosts:
+            if (guest, h) in self.refused:
+                continue
+            if all(storage_lab.may_write(self.lab, self.c, h, t) for t in u.targets):
+                out.append(h)
+            else:
+                self.refused.add((guest, h))
+        return out
+
+
 def kind_of(fault: str) -> str:
     return fault.split(':')[0]
 
@@ -205,9 +245,9 @@ def run_seed(lab: Lab, seed: int) -> Outcome:
     from xenha.failover import Engine
     from xenha.restart import restart
     rng = random.Random(seed)
-    roaming, fence_unreachable = reset(lab, seed, rng)
+    roaming, fence_unreachable, storage_fencing = reset(lab, seed, rng)
     out = Outcome(seed, inject(lab, rng, roaming), roaming=roaming,
-                  fence_unreachable=fence_unreachable)
+                  fence_unreachable=fence_unreachable, storage_fencing=storage_fencing)
     c = cluster.cluster(lab)
     jobs = []
     failed_hosts = sorted({t for k, t in out.faults if kind_of(k) in FAILED})
@@ -239,12 +279,14 @@ def run_seed(lab: Lab, seed: int) -> Outcome:
 
     stop = threading.Event()
 
+    writers = Writers(lab)
+
     def watch():
         while not stop.is_set():
             for name, hosts in where(lab).items():
-                if len(hosts) > 1:
+                if len(hosts) > 1 and len(live := writers(name, hosts)) > 1:
                     with lock:
-                        out.violations.append(f'{name} ran on {" and ".join(hosts)} '
+                        out.violations.append(f'{name} ran on {" and ".join(live)} '
                                               f'at {time.strftime("%T")}')
             out.polls += 1
             stop.wait(0.1)
@@ -259,8 +301,8 @@ def run_seed(lab: Lab, seed: int) -> Outcome:
     watcher.join()
     placed = where(lab)
     for name, hosts in placed.items():
-        if len(hosts) > 1:
-            out.violations.append(f'{name} runs on {" and ".join(hosts)} at the end')
+        if len(hosts) > 1 and len(live := writers(name, hosts)) > 1:
+            out.violations.append(f'{name} runs on {" and ".join(live)} at the end')
     out.violations = sorted(set(out.violations))
     for g in GUESTS:
         if g.name in placed:

@@ -334,3 +334,43 @@ def link_up(lab: Lab, host: str) -> None:
 if __name__ == '__main__':   # teardown entry: python -m xenha.lab.storage down DIR
     if sys.argv[1:2] == ['down']:
         _down(Lab.load(sys.argv[2]))
+
+
+def clear_reservations(lab: Lab, cluster) -> None:
+    """Every persistent reservation and AoE reserve list of the lab's targets
+    gone (between two soak seeds): registrations come back with each attach."""
+    from xenha.storage import aoe, iscsi, reservations
+    me = reservations.monitor()
+    for t in cluster.targets.values():
+        if t.kind == 'iscsi':
+            s = reservations._session(t, me, 5.0)
+            try:
+                iscsi.pr_register(s, t.lun, me.pr_key)
+                iscsi.pr_clear(s, t.lun, me.pr_key)
+                s.logout()
+            finally:
+                s.close()
+        else:
+            with aoe.netns(netns_of(lab, MONITOR)):
+                sock = aoe.open_socket(t.interface)
+            try:
+                for r in aoe.probe(t.interface, t.shelf, t.slot, timeout=1.0, sock=sock):
+                    aoe.set_reserve_list(sock, aoe.mac_bytes(r.mac), t.shelf, t.slot, [],
+                                         2.0, force=True)
+            finally:
+                sock.close()
+
+
+def may_write(lab: Lab, cluster, host: str, target_name: str) -> bool:
+    """The target's own answer: may `host` write this disk now?"""
+    from xenha.storage import reservations
+    t = cluster.targets[target_name]
+    from xenha.storage import aoe
+
+    def opener(interface):
+        return aoe.open_socket(interface, netns_of(lab, MONITOR))
+    facts = reservations.readiness(t, [reservations.dom0(cluster.dom0s[host])],
+                                   timeout=5.0, opener=opener)
+    if facts.error:
+        raise RuntimeError(f'{target_name}: {facts.error}')
+    return facts.may_write(host)

@@ -152,6 +152,13 @@ class Facts:
     def ready(self) -> bool:
         return not self.error and not self.problems
 
+    def may_write(self, dom0: str) -> bool:
+        """May `dom0` write the disk now?  iSCSI: no reservation held, or its key
+        registered; AoE: an empty reserve list, or its MAC in it."""
+        if self.kind == 'iscsi':
+            return self.reservation in ('', 'none') or dict(self.registered).get(dom0, False)
+        return dict(self.allowed).get(dom0, True)
+
 
 class _Deadline:
     def __init__(self, timeout: float):
