@@ -33,7 +33,9 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # a non-editable install: the tests run the commands exactly as a site gets them
+# (setuptools' build/ would put files that moved or went away back into the wheel)
 venv: $(PY)
+	rm -rf build
 	$(PY) -m pip install -q '.[test]'
 
 test: deps venv
@@ -49,10 +51,10 @@ bench: deps venv
 
 # real Xen 4.17 dom0s under QEMU (issue 6): the image is built once and cached
 real-xen-image: deps venv
-	$(PY) -m xenha.lab.xenimage
+	$(PY) -m xenha_lab.xenimage
 
 golden: real-xen-image
-	$(PY) -m xenha.lab.xenimage record-golden
+	$(PY) -m xenha_lab.xenimage record-golden
 
 test-real-xen: real-xen-image
 	XENHA_REAL_XEN=1 $(PY) -m pytest -s tests/test_real_xen.py

@@ -32,8 +32,8 @@ def main() -> int:
     import xenha
     # a site's pip install byte-compiles; a checkout under PYTHONDONTWRITEBYTECODE would not
     compileall.compile_dir(os.path.dirname(xenha.__file__), quiet=1)
-    from xenha.lab import dom0, xensim
-    from xenha.lab.core import Lab
+    from xenha_lab import dom0, xensim
+    from xenha_lab.core import Lab
     lab = Lab()
     try:
         for h in ('dom0-1', 'dom0-2'):

@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from xenha.lab import cluster, dom0, nagios
+from xenha_lab import cluster, dom0, nagios
 from xenha.state import StateDB
 
 VICTIM = 'dom0-1'
@@ -88,7 +88,7 @@ def heal(lab, c, guests):
     dom0.resume(lab, VICTIM)
     dom0.power(lab, VICTIM, on=True)
     if lab.info['hosts'][VICTIM].get('kind') == 'qemu':
-        from xenha.lab import qemu
+        from xenha_lab import qemu
         qemu.wait_ssh(lab, VICTIM)
     e = Engine(c)
     e.job = 'lab-setup'

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from xenha.lab import cluster, dom0
+from xenha_lab import cluster, dom0
 from xenha.state import StateDB
 
 BIN = f'{sys.prefix}/bin'
@@ -28,7 +28,7 @@ def one_run(n: int, mode: str, create_delay: float, autoballoon: bool = False,
                      guests=guests, storage=False, host_memory_mb=32768,
                      **({'create_parallel': create_parallel} if create_parallel else {}))
     try:
-        from xenha.lab import xensim
+        from xenha_lab import xensim
         for spare in ('spare-1', 'spare-2'):
             xensim.update(dom0.state_dir(lab, spare), create_delay=create_delay,
                           autoballoon=autoballoon)

@@ -24,8 +24,8 @@ def main():
     runs = ap.parse_args().runs
 
     from storage_fixtures import plugin_argv, ssh
-    from xenha.lab import dom0, storage
-    from xenha.lab.core import Lab
+    from xenha_lab import dom0, storage
+    from xenha_lab.core import Lab
     from xenha.runner import SSHRunner
     from xenha.storage import iscsi
 

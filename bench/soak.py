@@ -17,7 +17,7 @@ import time
 
 
 def worker(seeds, queue):
-    from xenha.lab import chaos
+    from xenha_lab import chaos
     lab = chaos.up()
     try:
         for seed in seeds:

@@ -47,7 +47,7 @@ def run(name, *args, env=None, timeout=60, cwd=None) -> Ran:
 @pytest.fixture
 def lab():
     """An empty lab; torn down whatever happens in the test."""
-    from xenha.lab.core import Lab
+    from xenha_lab.core import Lab
     lab = Lab()
     try:
         yield lab
@@ -62,14 +62,14 @@ def lab_dir(tmp_path):
     d = tmp_path / 'lab'
     yield d
     if (d / 'lab.json').exists():
-        from xenha.lab.core import Lab
+        from xenha_lab.core import Lab
         Lab.load(d).down()
 
 
 @pytest.fixture
 def dom0s(lab):
     """Three simulated dom0s (dom0-1, dom0-2, dom0-3) on real sshds."""
-    from xenha.lab import dom0
+    from xenha_lab import dom0
     for name in ('dom0-1', 'dom0-2', 'dom0-3'):
         dom0.add_host(lab, name)
     return lab
@@ -77,7 +77,7 @@ def dom0s(lab):
 
 def ssh_args(lab, host=None, **kw):
     """Command-line options of a check reaching `host` of `lab` over SSH."""
-    from xenha.lab import dom0
+    from xenha_lab import dom0
     opts = dom0.ssh_options(lab)
     args = ['-i', kw.get('identity', opts.identity),
             '--known-hosts', kw.get('known_hosts', opts.known_hosts),
@@ -90,8 +90,8 @@ def ssh_args(lab, host=None, **kw):
 
 
 def cluster_lab(**kw):
-    """A fixture body: the lab cluster (xenha.lab.cluster.up(**kw)), torn down after."""
-    from xenha.lab import cluster
+    """A fixture body: the lab cluster (xenha_lab.cluster.up(**kw)), torn down after."""
+    from xenha_lab import cluster
     lab = cluster.up(**kw)
     try:
         yield lab
@@ -103,14 +103,14 @@ def cluster_lab(**kw):
 def engine(lab, **kw):
     """The failover engine on the lab's inventory, with a short split-brain re-check."""
     from xenha.failover import Engine
-    from xenha.lab import cluster
+    from xenha_lab import cluster
     kw.setdefault('recheck_delay', 0.2)
     return Engine(cluster.cluster(lab), **kw)
 
 
 def placement(lab):
     """domU -> sorted hosts where the simulated hypervisors hold it."""
-    from xenha.lab import dom0, xensim
+    from xenha_lab import dom0, xensim
     out = {}
     for host in lab.info['hosts']:
         for d in xensim.read(dom0.state_dir(lab, host))['domains']:

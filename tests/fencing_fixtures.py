@@ -11,8 +11,8 @@ import os
 import pytest
 
 from xenha.inventory import FenceMethod
-from xenha.lab import bmc, dom0
-from xenha.lab.core import Lab
+from xenha_lab import bmc, dom0
+from xenha_lab.core import Lab
 
 
 # the inventory's method object; fencing accepts any object of that shape

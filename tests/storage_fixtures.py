@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, Ran
-from xenha.lab import dom0, storage
+from xenha_lab import dom0, storage
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTS = ('dom0-1', 'dom0-2')

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from conftest import cluster_lab, run, ssh_args
-from xenha.lab import cluster, dom0, xensim
+from xenha_lab import cluster, dom0, xensim
 
 
 @pytest.fixture(scope='module')

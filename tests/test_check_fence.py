@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run
 from fencing_fixtures import make_lab, password_file
-from xenha.lab import bmc, dom0
+from xenha_lab import bmc, dom0
 
 CRITICAL_TAIL = ': a failover of h1 would refuse to start anything'
 WRONG_PASSWORD = ('fence device refused the status query (wrong username/password?): '

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import run, ssh_args, ssh_where
-from xenha.lab import dom0, xensim
+from xenha_lab import dom0, xensim
 
 GiB = 1024 ** 3
 

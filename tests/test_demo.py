@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import command, demo_story
-from xenha.lab import qemu
-from xenha.lab.demo import CannotRun, Choice, choose, headline
+from xenha_lab import qemu
+from xenha_lab.demo import CannotRun, Choice, choose, headline
 
 # A machine that can run two real-Xen dom0s; each case below takes one fact away.
 ABLE = qemu.Facts(qemu='/usr/bin/qemu-system-x86_64', available_mb=22000, cpus=2,

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import cluster_lab, engine, journal, placement, ssh_where
 
-from xenha.lab import bmc, cluster, dom0, xensim
+from xenha_lab import bmc, cluster, dom0, xensim
 
 
 @pytest.fixture
@@ -207,7 +207,7 @@ def test_spare_dies_while_creating_is_reported(clab):
 
 
 def test_storage_login_refused_reports_that_domu_others_continue(slab):
-    from xenha.lab import storage
+    from xenha_lab import storage
     storage.acl_revoke(slab, 'dom0-3', target='web1')
     dom0.power(slab, 'dom0-1', on=False)
     r = engine(slab).failover('dom0-1')

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import cluster_lab, engine, journal, placement, run
-from xenha.lab import bmc, cluster, dom0
+from xenha_lab import bmc, cluster, dom0
 
 
 @pytest.fixture

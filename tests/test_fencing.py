@@ -21,7 +21,7 @@ import pytest
 
 from fencing_fixtures import Method, fence_lab, ipmi_method, make_lab, password_file  # noqa: F401
 from xenha import fencing
-from xenha.lab import bmc, dom0, xensim
+from xenha_lab import bmc, dom0, xensim
 from xenha.runner import Result, SSHRunner
 
 

@@ -1,8 +1,8 @@
 """The simulator against real Xen 4.17.7: the same scenario, compared step by step.
 
 The golden file (tests/golden/xl_scenario_4_17_7.json) was recorded on a real
-Xen dom0 under QEMU by `python -m xenha.lab.xenimage record-golden`; this test
-runs the same steps on `xenha.lab.xensim` (no QEMU needed) and compares exit
+Xen dom0 under QEMU by `python -m xenha_lab.xenimage record-golden`; this test
+runs the same steps on `xenha_lab.xensim` (no QEMU needed) and compares exit
 codes, the exact stderr (source line numbers masked), the `xl list` layout
 and state letters, and the `xl info` field names.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from xenha.lab import golden
+from xenha_lab import golden
 
 GOLDEN = Path(__file__).parent / 'golden' / 'xl_scenario_4_17_7.json'
 REAL = {s['step']: s for s in json.loads(GOLDEN.read_text())}

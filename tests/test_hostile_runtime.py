@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 from conftest import cluster_lab, run, ssh_args, ssh_where
-from xenha.lab import cluster, dom0, xensim
-from xenha.lab.core import Lab
+from xenha_lab import cluster, dom0, xensim
+from xenha_lab.core import Lab
 
 HOST_OK = 'XEN_HOST OK - '
 

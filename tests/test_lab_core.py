@@ -6,12 +6,12 @@ import sys
 import time
 from pathlib import Path
 
-from xenha.lab.core import CLAIMS
+from xenha_lab.core import CLAIMS
 
 OWNER = '''
 import time
-from xenha.lab import dom0
-from xenha.lab.core import Lab
+from xenha_lab import dom0
+from xenha_lab.core import Lab
 lab = Lab()
 try:
     dom0.add_host(lab, 'dom0-1')
@@ -50,8 +50,8 @@ def test_a_lab_whose_directory_was_deleted_is_swept_when_its_block_is_reused():
     stops what still writes to that directory's logs and removes the block's
     namespaces, instead of failing on `ip netns add`."""
     import shutil
-    from xenha.lab import dom0
-    from xenha.lab.core import Lab
+    from xenha_lab import dom0
+    from xenha_lab.core import Lab
     lost = Lab()
     dom0.add_host(lost, 'dom0-1')
     ns = lost.netns('san')

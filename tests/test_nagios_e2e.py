@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ssh_where
 
-from xenha.lab import cluster, dom0, nagios, xensim
+from xenha_lab import cluster, dom0, nagios, xensim
 from xenha.state import StateDB
 
 
@@ -131,7 +131,7 @@ def test_3_crashed_domu_is_restarted_in_place(nlab):
 
 
 def test_4_storage_down_no_restart_one_alert(nlab):
-    from xenha.lab import storage
+    from xenha_lab import storage
     storage.vblade_stop(nlab, 1, 2)              # build1's disk, e1.2
     xensim.set_domain_state(dom0.state_dir(nlab, 'dom0-2'), 'build1', 'crashed')
     refusal = ('not restarting build1: its storage is down (build1-disk: e1.2 is not up '

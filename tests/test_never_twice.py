@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import GroundTruth, engine, journal, placement, run, ssh_args
-from xenha.lab import bmc, cluster, dom0, xensim
+from xenha_lab import bmc, cluster, dom0, xensim
 from xenha.restart import restart
 
 GUESTS = (cluster.GuestSpec('db1', 'dom0-1', 1024, 'none', priority=20),

@@ -5,7 +5,7 @@ A handful of seeds here; `bench/soak.py` runs hundreds.
 
 import pytest
 
-from xenha.lab import chaos
+from xenha_lab import chaos
 
 SEEDS = [1, 2, 3, 5, 8, 13]
 

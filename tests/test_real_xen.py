@@ -1,4 +1,4 @@
-"""The suite against real Xen 4.17: dom0s are QEMU/TCG machines (xenha.lab.qemu).
+"""The suite against real Xen 4.17: dom0s are QEMU/TCG machines (xenha_lab.qemu).
 
 Runs when XENHA_REAL_XEN=1 (the image is built if missing, about 2 minutes),
 or when the image is already cached and the machine has the memory for two
@@ -17,7 +17,7 @@ from conftest import run, ssh_args
 
 
 def _skip_reason() -> str | None:
-    from xenha.lab import qemu
+    from xenha_lab import qemu
     return qemu.cannot_run(2, build=os.environ.get('XENHA_REAL_XEN') == '1')
 
 
@@ -53,7 +53,7 @@ def test_the_demo_on_real_xen(lab_dir):
 
 @pytest.fixture(scope='module')
 def real():
-    from xenha.lab import qemu, xenimage
+    from xenha_lab import qemu, xenimage
     t = time.monotonic()
     xenimage.build(say=say)
     say(f'image ready after {time.monotonic() - t:.0f}s')
@@ -67,7 +67,7 @@ def real():
 
 
 def xl(lab, host, *argv, timeout=120):
-    from xenha.lab import dom0
+    from xenha_lab import dom0
     from xenha.runner import SSHRunner
     h = lab.info['hosts'][host]
     with SSHRunner(h['address'], dom0.ssh_options(lab), timeout=timeout) as r:
@@ -84,7 +84,7 @@ def disk_file(lab, guest):
 
 
 def wait_count(lab, guest, want, timeout=90):
-    from xenha.lab import qemu
+    from xenha_lab import qemu
     deadline = time.monotonic() + timeout
     while (n := qemu.boot_count(disk_file(lab, guest))) < want:
         if time.monotonic() > deadline:
@@ -131,7 +131,7 @@ def test_creates_on_one_dom0_overlap_with_autoballoon_off(real):
     set (autoballoon "auto" is then off), real xl 4.17 takes no /var/lock/xl,
     so two creates on one dom0 are built side by side.  Diskless guests on the
     spare; each create's start and end are stamped on the dom0 itself."""
-    from xenha.lab import dom0, qemu
+    from xenha_lab import dom0, qemu
     from xenha.runner import SSHRunner
     h = real.info['hosts']['dom0-2']
     boot = '\n'.join(qemu.GUEST_BOOT)
@@ -162,7 +162,7 @@ def test_creates_on_one_dom0_overlap_with_autoballoon_off(real):
 
 
 def storage_args(lab, host):
-    from xenha.lab import dom0
+    from xenha_lab import dom0
     opts = dom0.ssh_options(lab)
     args = ['-H', lab.info['hosts'][host]['address'], '-i', opts.identity,
             '--known-hosts', opts.known_hosts, '-t', '30']
@@ -190,7 +190,7 @@ def test_failover_after_power_loss(real):
     logs dom0-2 in with the real open-iscsi and aoe, creates both guests there,
     and each guest's boot counter goes on from the same disk."""
     from conftest import engine
-    from xenha.lab import qemu
+    from xenha_lab import qemu
     before = {g: qemu.boot_count(disk_file(real, g)) for g in ('web1', 'mail1')}
     # the check records where the guests run (the engine's "last seen")
     assert run('check_xen_host', *ssh_args(real, 'dom0-1'), '-t', '30').rc == 0
@@ -225,7 +225,7 @@ def test_failover_after_power_loss(real):
 def test_bmc_powers_the_machine_back_on(real):
     """fence_ipmilan action=on: ipmi_sim's chassis control cold-boots QEMU."""
     import subprocess
-    from xenha.lab import qemu
+    from xenha_lab import qemu
     b = real.info['bmc']['dom0-1']
     params = dict(b['params'])
     password = open(b['password_file']).read().strip()
@@ -248,7 +248,7 @@ def test_hung_dom0_is_powered_off_by_its_bmc_and_guests_move_back(real):
     The engine must really power it off through the BMC before it starts
     the guests again on dom0-1 (cold-booted by the previous test)."""
     from conftest import engine
-    from xenha.lab import qemu
+    from xenha_lab import qemu
     before = {g: qemu.boot_count(disk_file(real, g)) for g in ('web1', 'mail1')}
     assert sorted(n for n, _ in qemu.domains(real, 'dom0-2')) == ['mail1', 'web1']
     qemu.hang(real, 'dom0-2')

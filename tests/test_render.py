@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from xenha.inventory import load
-from xenha.lab.nagios import SITE_CFG   # the lab's timeperiod, contact and group
+from xenha_lab.nagios import SITE_CFG   # the lab's timeperiod, contact and group
 from xenha.render import MARKER, MARKER_TEXT, Options, RenderError, render, write_tree
 
 ROOT = Path(__file__).resolve().parent.parent

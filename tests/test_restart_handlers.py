@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import cluster_lab, engine, journal, placement, run
-from xenha.lab import cluster, dom0, xensim
+from xenha_lab import cluster, dom0, xensim
 from xenha.restart import restart
 
 
@@ -82,7 +82,7 @@ def test_dom0_down_is_left_to_the_host_failover(clab):
 
 
 def test_storage_down_no_restart_one_clear_reason(slab):
-    from xenha.lab import storage
+    from xenha_lab import storage
     crash(slab, 'dom0-2', 'mail1')
     storage.vblade_stop(slab, 1, 1)
     r = restart(engine(slab), 'mail1')
@@ -156,7 +156,7 @@ def test_domu_handler_restarts_a_crashed_guest(clab):
 def test_a_guest_still_shutting_down_is_waited_for_not_counted_as_running(clab):
     """Real xl lists a guest that just shut down as --ps-- for a moment, and a
     create of its name fails until it is gone (seen on Xen 4.17.7)."""
-    from xenha.lab import xensim
+    from xenha_lab import xensim
     sd = dom0.state_dir(clab, 'dom0-2')
     with xensim._locked(sd, write=True) as state:
         for d in state['domains']:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from xenha.lab import dom0
+from xenha_lab import dom0
 from xenha.runner import CommandNotFound, CommandTimeout, LocalRunner, SSHRunner
 
 

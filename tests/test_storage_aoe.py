@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from storage_fixtures import host_runner, run_plugin, san, ssh, wait_for  # noqa: F401
-from xenha.lab import dom0, storage, xensim
+from xenha_lab import dom0, storage, xensim
 
 
 def local(lab, *args, **kw):
@@ -208,7 +208,7 @@ def test_reserve_and_mask_frames_are_vblades_layout():
 
 
 def _in(lab, host):
-    from xenha.lab.initiators import netns
+    from xenha_lab.initiators import netns
     from xenha.storage import aoe
     with netns(storage.netns_of(lab, host)):
         sock = aoe.open_socket(storage.SAN_IF)

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import cluster_lab, engine, journal, placement
-from xenha.lab import bmc, cluster, dom0, initiators, storage
+from xenha_lab import bmc, cluster, dom0, initiators, storage
 from xenha.storage import aoe
 
 
@@ -129,7 +129,7 @@ def test_check_fence_reads_each_disk_and_unfence_brings_a_repaired_dom0_back(sla
                                   'started them elsewhere)'), r
     c = cluster.cluster(slab)
     assert write_as(slab, 'dom0-1', c.targets_of('db1')[0]) == 'RESERVATION CONFLICT'
-    from xenha.lab import xensim
+    from xenha_lab import xensim
     for g in ('db1', 'web1'):
         xensim.destroy(dom0.state_dir(slab, 'dom0-1'), g)
     r = run('xenha', 'unfence', 'dom0-1', '-q', '--inventory', inv)

@@ -22,8 +22,8 @@ import pytest
 
 from xenha import fencing
 from xenha.inventory import FenceMethod, Target
-from xenha.lab import bmc, dom0, storage
-from xenha.lab.initiators import netns
+from xenha_lab import bmc, dom0, storage
+from xenha_lab.initiators import netns
 from xenha.storage import aoe, iscsi
 from xenha.storage import reservations as R
 

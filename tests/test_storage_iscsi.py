@@ -9,7 +9,7 @@ import os
 import pytest
 
 from storage_fixtures import host_runner, run_plugin, san, ssh, wait_for  # noqa: F401
-from xenha.lab import storage
+from xenha_lab import storage
 
 D1 = f'{storage.IQN}:disk1'
 D2 = f'{storage.IQN}:disk2'
@@ -191,7 +191,7 @@ def test_via_dom0_portal_down_and_dom0_down(san):
     assert (r.rc, r.status) == (2, f'ISCSI_TARGET CRITICAL - discovery of '
                                    f'{portal(san)}:3260 from {a} failed: cannot make '
                                    f'connection to {portal(san)}: Connection refused')
-    from xenha.lab import dom0
+    from xenha_lab import dom0
     dom0.power(san, 'dom0-1', False)
     r = via(san, 'dom0-1')
     assert (r.rc, r.first) == (3, f'ISCSI_TARGET UNKNOWN - SSH to {a}: connection refused '
@@ -298,7 +298,7 @@ def test_server_tgtd_down(san):
 
 def test_initiator_local_mode_as_under_nrpe_on_the_dom0(san):
     """No -H: the check runs on the dom0 itself (NRPE, check_by_ssh)."""
-    from xenha.lab import dom0
+    from xenha_lab import dom0
     login(san, 'dom0-1')
     r = check('--initiator', '--target', D1, env=dom0.env_for(san, 'dom0-1'))
     assert (r.rc, r.status) == (0, f'ISCSI_TARGET OK - localhost: 1 session logged in '

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from storage_fixtures import host_runner, san, wait_for  # noqa: F401
-from xenha.lab import dom0, storage, xensim
-from xenha.lab.core import Lab
+from xenha_lab import dom0, storage, xensim
+from xenha_lab.core import Lab
 from xenha.storage import aoe, iscsi
 
 D1 = f'{storage.IQN}:disk1'
@@ -179,7 +179,7 @@ def test_down_leaves_nothing_behind():
 
 
 def test_host_down_drops_sessions_without_logout(san):
-    from xenha.lab import initiators
+    from xenha_lab import initiators
     p = portal(san)
     with host_runner(san, 'dom0-1') as h:
         for argv in [*iscsi.login_commands(p, D1), *aoe.discover_commands()]:

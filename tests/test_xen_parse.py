@@ -7,7 +7,7 @@ import pytest
 
 from xenha.xen import (MiB, State, UnparseableOutput, decode_flags, parse_info,
                        parse_list)
-from xenha.lab import xensim
+from xenha_lab import xensim
 
 FIX = Path(__file__).parent / 'fixtures'
 

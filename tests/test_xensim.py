@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from xenha.lab import dom0, xensim
-from xenha.lab.core import Lab
+from xenha_lab import dom0, xensim
+from xenha_lab.core import Lab
 
 DELAY = 0.6
 

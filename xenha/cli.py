@@ -144,12 +144,12 @@ def cmd_render(args) -> int:
 
 
 def cmd_lab(args) -> int:
-    from xenha.lab import cli as lab_cli
+    from xenha_lab import cli as lab_cli
     return lab_cli.run(args)
 
 
 def cmd_demo(args) -> int:
-    from xenha.lab import demo
+    from xenha_lab import demo
     return demo.run(args)
 
 
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_render)
 
     s = sub.add_parser('lab', help='a whole cluster on this machine (demo, tests)')
-    from xenha.lab import cli as lab_cli
+    from xenha_lab import cli as lab_cli
     lab_cli.add_arguments(s)
     s.set_defaults(func=cmd_lab)
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from xenha.lab.core import Lab
+from xenha_lab.core import Lab
 
 SITE_CFG = '''\
 define timeperiod {
@@ -79,7 +79,7 @@ def main_cfg(ndir: Path, objects: Path, example: Path) -> str:
 
 def up(lab: Lab, say=None) -> dict:
     from xenha import render
-    from xenha.lab import cluster
+    from xenha_lab import cluster
     say = say or (lambda text: None)
     t = time.monotonic()
     ndir = lab.dir / 'nagios'
@@ -90,7 +90,7 @@ def up(lab: Lab, say=None) -> dict:
     for name in COMMANDS:
         target = bindir / name
         if name == 'check_aoe_target' and 'storage' in lab.info:
-            from xenha.lab.storage import netns_of, MONITOR
+            from xenha_lab.storage import netns_of, MONITOR
             wrapper = plugins / name
             wrapper.write_text('#!/bin/sh\n# lab: the monitoring node is on the SAN '
                                'segment inside its namespace\nexec ip netns exec '

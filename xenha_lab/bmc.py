@@ -5,8 +5,8 @@ must really take the lab host down.  ipmi_sim asks a chassis-control program
 for every power get/set; ours is this module's command line (run through a
 small wrapper, <lab>/bmc/<host>/chassis, that fills in LABDIR and HOST)::
 
-    python -m xenha.lab.bmc chassis LABDIR HOST 0x20 get power    # power:0|1
-    python -m xenha.lab.bmc chassis LABDIR HOST 0x20 set power 0|1
+    python -m xenha_lab.bmc chassis LABDIR HOST 0x20 get power    # power:0|1
+    python -m xenha_lab.bmc chassis LABDIR HOST 0x20 set power 0|1
 
 which calls `dom0.powered` / `dom0.power` (off = the host's sshd stops and its
 guests are gone; on = the sshd starts again).
@@ -35,13 +35,13 @@ import sys
 import time
 from pathlib import Path
 
-from xenha.lab import dom0
-from xenha.lab.core import Lab
+from xenha_lab import dom0
+from xenha_lab.core import Lab
 
 PORT = 623
 USER = 'admin'
 FAULTS = ('ignore-off', 'fake-off')
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])   # the chassis wrapper's path
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])   # the chassis wrapper's path
 
 LAN_CONF = '''\
 name "{name}"
@@ -67,7 +67,7 @@ mc_enable 0x20
 CHASSIS = '''#!{python} -IS
 import sys
 sys.path.insert(0, {root!r})
-from xenha.lab.bmc import main
+from xenha_lab.bmc import main
 sys.exit(main(['chassis', {labdir!r}, {host!r}, *sys.argv[1:]]))
 '''
 
@@ -215,7 +215,7 @@ def chassis(labdir: str, host: str, argv: list[str]) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) >= 3 and argv[0] == 'chassis':
         return chassis(argv[1], argv[2], argv[3:])
-    print('usage: python -m xenha.lab.bmc chassis LABDIR HOST 0x20 get power|'
+    print('usage: python -m xenha_lab.bmc chassis LABDIR HOST 0x20 get power|'
           'set power 0|1', file=sys.stderr)
     return 2
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from xenha.lab import dom0 as dom0_lab
-from xenha.lab.core import Lab
+from xenha_lab import dom0 as dom0_lab
+from xenha_lab.core import Lab
 
 
 @dataclass(frozen=True)
@@ -44,18 +44,18 @@ def up(directory=None, *, hosts=DEFAULT_HOSTS, guests=DEFAULT_GUESTS,
     """Bring the lab up; on any failure everything started so far is torn down.
 
     xen='sim': dom0s are sshds with the simulated toolstack (seconds);
-    xen='qemu': real Xen 4.17 dom0s under QEMU/TCG (minutes; xenha.lab.qemu).
+    xen='qemu': real Xen 4.17 dom0s under QEMU/TCG (minutes; xenha_lab.qemu).
     `timing`: the inventory's [timing] table (default: none for the simulated
     dom0s, qemu.TIMING for the real ones); `defaults`: its [defaults] keys.
     """
     say = say or (lambda text: None)
     if xen == 'qemu':
-        from xenha.lab import qemu
+        from xenha_lab import qemu
         lab = qemu.cluster_up(directory, say=say, start_guests=start_guests,
                               timing=timing, **defaults)
         if nagios:
             try:
-                from xenha.lab import nagios as nagios_lab
+                from xenha_lab import nagios as nagios_lab
                 nagios_lab.up(lab, say=say)
             except BaseException:
                 lab.down()
@@ -67,7 +67,7 @@ def up(directory=None, *, hosts=DEFAULT_HOSTS, guests=DEFAULT_GUESTS,
         _build(lab, hosts, guests, host_memory_mb, storage, bmc, start_guests,
                fencing, say, defaults)
         if nagios:
-            from xenha.lab import nagios as nagios_lab
+            from xenha_lab import nagios as nagios_lab
             nagios_lab.up(lab, say=say)
     except BaseException:
         lab.down()
@@ -93,7 +93,7 @@ def _build(lab, hosts, guests, host_memory_mb, storage, bmc, start_guests, fenci
         say(f'storage up: tgtd on {st["portal"]}:{st["port"]} ({len(st["targets"])} targets), '
             f'vblade exports {", ".join(shelves)} in {time.monotonic() - t:.1f}s')
     if bmc:
-        from xenha.lab import bmc as bmc_lab
+        from xenha_lab import bmc as bmc_lab
         t = time.monotonic()
         for name, _role in hosts:
             bmc_lab.up(lab, name)
@@ -112,7 +112,7 @@ def _build(lab, hosts, guests, host_memory_mb, storage, bmc, start_guests, fenci
 def storage_up(lab: Lab, hosts, guests, chap: bool = True) -> dict:
     """tgtd with one target per iSCSI guest, vblade with one export per AoE guest;
     returns guest name -> its disk (what the inventory's targets say)."""
-    from xenha.lab import storage as storage_lab
+    from xenha_lab import storage as storage_lab
     from xenha.storage.iscsi import DEFAULT_INITIATOR
     iscsi = [g for g in guests if g.disk == 'iscsi']
     aoe = [g for g in guests if g.disk == 'aoe']
@@ -180,7 +180,7 @@ def write_inventory(lab: Lab, fencing: str | None = None, **defaults) -> Path:
     if lab.info.get('inventory_timing'):
         out += ['', '[timing]']
         out += [f'{k} = {_q(v)}' for k, v in lab.info['inventory_timing'].items()]
-    from xenha.lab import storage as storage_lab
+    from xenha_lab import storage as storage_lab
     for name, role in lab.info['roles'].items():
         host = lab.info['hosts'][name]
         out += ['', f'[dom0.{name}]', f'address = {_q(host["address"])}', f'role = {_q(role)}']

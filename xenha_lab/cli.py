@@ -51,7 +51,7 @@ def add_arguments(p) -> None:
 
 
 def _lab(args):
-    from xenha.lab.core import Lab
+    from xenha_lab.core import Lab
     if not (Path(args.dir) / 'lab.json').exists():
         print(f'xenha lab: no lab in {args.dir} (xenha lab --dir {args.dir} up)',
               file=sys.stderr)
@@ -60,7 +60,7 @@ def _lab(args):
 
 
 def _find_domu(lab, name):
-    from xenha.lab import dom0, xensim
+    from xenha_lab import dom0, xensim
     for host in lab.info['hosts']:
         sd = dom0.state_dir(lab, host)
         if any(d['name'] == name for d in xensim.read(sd)['domains']):
@@ -69,20 +69,20 @@ def _find_domu(lab, name):
 
 
 def run(args) -> int:
-    from xenha.lab import dom0, xensim
+    from xenha_lab import dom0, xensim
     cmd = args.lab_command
     if cmd == 'image':
-        from xenha.lab import xenimage
+        from xenha_lab import xenimage
         return xenimage.image_main(['--force'] if args.force else [])
     if cmd == 'up':
-        from xenha.lab import cluster
+        from xenha_lab import cluster
         if (Path(args.dir) / 'lab.json').exists():
             print(f'xenha lab: a lab is already up in {args.dir} (xenha lab down first)',
                   file=sys.stderr)
             return 2
         t = time.monotonic()
         if args.xen == 'qemu':
-            from xenha.lab import qemu
+            from xenha_lab import qemu
             why = qemu.cannot_run(2)
             if why:
                 print(f'xenha lab: cannot run real-Xen dom0s here: {why}', file=sys.stderr)
@@ -136,7 +136,7 @@ def run(args) -> int:
         if sd:
             xensim.set_fault(sd, None)
         if args.host in lab.info.get('bmc', {}):
-            from xenha.lab import bmc
+            from xenha_lab import bmc
             bmc.set_fault(lab, args.host, None)
             bmc.resume(lab, args.host)
             if not lab.alive(f'bmc-{args.host}'):
@@ -146,13 +146,13 @@ def run(args) -> int:
 
 
 def status(lab) -> int:
-    from xenha.lab import dom0, xensim
+    from xenha_lab import dom0, xensim
     print(f'lab {lab.dir} (block {lab.block})')
     roles = lab.info.get('roles', {})
     for host, h in lab.info['hosts'].items():
         power = 'on' if dom0.powered(lab, host) else 'OFF'
         if h.get('kind') == 'qemu':
-            from xenha.lab import qemu
+            from xenha_lab import qemu
             guests = ', '.join(f'{n}({s})' for n, s in qemu.domains(lab, host))
             fault = ' real Xen'
         else:

@@ -18,7 +18,7 @@ the key being derived from the package versions and this recipe's version:
 * inside dom0.img: ``/boot/vmlinuz-guest`` + ``/boot/initrd-guest.gz``, a PV
   domU whose init mounts xvda, increments ``/boot-count`` on it and idles.
 
-`xenha lab image` builds it (``image_main``); ``python -m xenha.lab.xenimage
+`xenha lab image` builds it (``image_main``); ``python -m xenha_lab.xenimage
 record-golden`` re-records ``tests/golden/`` on a real-Xen dom0.
 """
 
@@ -358,7 +358,7 @@ def image_main(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ['record-golden']:
-        from xenha.lab import golden
+        from xenha_lab import golden
         return golden.record(argv[1:])
     return image_main(argv)
 

@@ -1,7 +1,7 @@
 """Stand-ins for a dom0's storage initiators: `iscsiadm`, `aoe-discover`, `aoe-stat`.
 
 The kernel initiators (iscsi_tcp, aoe) cannot load here, so each lab dom0
-gets these instead (wrappers made by `xenha.lab.dom0`).  They print what the
+gets these instead (wrappers made by `xenha_lab.dom0`).  They print what the
 real tools print and exit with their exit codes, and every answer comes from
 the real lab daemons:
 
@@ -32,8 +32,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from xenha.lab import storage, xensim
-from xenha.lab.core import Lab
+from xenha_lab import storage, xensim
+from xenha_lab.core import Lab
 from xenha.storage import aoe, iscsi
 
 PING_INTERVAL = 1.0      # open-iscsi: noop_out_interval 5 s; faster for the lab
@@ -252,7 +252,7 @@ def _login(host: Host, target: str | None, portal, iface: str) -> int:
 def _start_holder(host: Host, sid: int) -> dict:
     status = host.status_file(sid)
     status.unlink(missing_ok=True)
-    host.lab.spawn(host.holder(sid), [sys.executable, '-m', 'xenha.lab.initiators',
+    host.lab.spawn(host.holder(sid), [sys.executable, '-m', 'xenha_lab.initiators',
                                       'hold', str(host.state), host.name, str(sid)],
                    env=dict(os.environ))
     deadline = time.monotonic() + LOGIN_TIMEOUT + 2
@@ -452,7 +452,7 @@ def _serve(session, conn) -> dict:
 
 
 def control_path(lab: Lab, host: str, sid) -> Path:
-    from xenha.lab.core import CLAIMS
+    from xenha_lab.core import CLAIMS
     return CLAIMS / str(lab.block) / f'{host}-{sid}.sock'
 
 

@@ -27,9 +27,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from xenha.lab import bmc, cluster, dom0, xensim
-from xenha.lab import storage as storage_lab
-from xenha.lab.core import Lab
+from xenha_lab import bmc, cluster, dom0, xensim
+from xenha_lab import storage as storage_lab
+from xenha_lab.core import Lab
 
 HOSTS = (('dom0-1', 'active'), ('dom0-2', 'active'), ('dom0-3', 'active'),
          ('spare-1', 'spare'), ('spare-2', 'spare'))

@@ -7,7 +7,7 @@ memory, no config file), pause/unpause, shutdown, create again, destroy, and
 the errors for domains that do not exist.  Each step keeps argv, exit
 status, stdout and stderr.
 
-    python -m xenha.lab.xenimage record-golden [--out tests/golden]
+    python -m xenha_lab.xenimage record-golden [--out tests/golden]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-GOLDEN = Path(__file__).resolve().parents[2] / 'tests' / 'golden'
+GOLDEN = Path(__file__).resolve().parents[1] / 'tests' / 'golden'
 DISK = '/dev/loop0'
 CFG_DIR = '/etc/xen/golden'
 GUEST_MB = 128
@@ -85,7 +85,7 @@ def run_steps(run, cfg_dir: str, settle=lambda name: None) -> list[dict]:
 def run_sim(total_mb: int, dom0_mb: int, cpus: int) -> list[dict]:
     """The scenario on the simulator (a fresh host state, local runner)."""
     import os
-    from xenha.lab import xensim
+    from xenha_lab import xensim
     from xenha.runner import Result
     with tempfile.TemporaryDirectory() as tmp:
         state, cfg_dir = Path(tmp) / 'state', Path(tmp) / 'cfg'
@@ -114,8 +114,8 @@ def run_sim(total_mb: int, dom0_mb: int, cpus: int) -> list[dict]:
 def record(argv: list[str]) -> int:
     """Boot one real-Xen dom0, run the scenario over SSH, write the golden files."""
     import argparse
-    from xenha.lab import dom0, qemu
-    from xenha.lab.core import Lab
+    from xenha_lab import dom0, qemu
+    from xenha_lab.core import Lab
     from xenha.runner import SSHRunner
     p = argparse.ArgumentParser(prog='xenimage record-golden')
     p.add_argument('--out', default=str(GOLDEN))

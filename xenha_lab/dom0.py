@@ -21,21 +21,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from xenha.lab import xensim
-from xenha.lab.core import Lab
+from xenha_lab import xensim
+from xenha_lab.core import Lab
 from xenha.runner import SSHOptions
 
 SSHD = '/usr/sbin/sshd'
 # command name -> "module:function(argv) -> int"
 COMMANDS = {
-    'xl': 'xenha.lab.xensim:main_xl',
-    'xm': 'xenha.lab.xensim:main_xm',
-    'iscsiadm': 'xenha.lab.initiators:iscsiadm_main',
-    'aoe-discover': 'xenha.lab.initiators:aoe_discover_main',
-    'aoe-stat': 'xenha.lab.initiators:aoe_stat_main',
-    'blockdev': 'xenha.lab.xensim:main_blockdev',
-    'sg_persist': 'xenha.lab.initiators:sg_persist_main',
-    'dd': 'xenha.lab.initiators:dd_main',
+    'xl': 'xenha_lab.xensim:main_xl',
+    'xm': 'xenha_lab.xensim:main_xm',
+    'iscsiadm': 'xenha_lab.initiators:iscsiadm_main',
+    'aoe-discover': 'xenha_lab.initiators:aoe_discover_main',
+    'aoe-stat': 'xenha_lab.initiators:aoe_stat_main',
+    'blockdev': 'xenha_lab.xensim:main_blockdev',
+    'sg_persist': 'xenha_lab.initiators:sg_persist_main',
+    'dd': 'xenha_lab.initiators:dd_main',
 }
 # -IS: no site processing, no environment: the stand-ins start in ~10 ms
 # instead of ~25 (a real xl is a C program; the lab should not be much slower)
@@ -45,7 +45,7 @@ sys.path.insert(0, {root!r})
 from {module} import {func}
 sys.exit({func}(sys.argv[1:]))
 '''
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def _keygen(path: Path) -> str:
@@ -171,7 +171,7 @@ def sshd_setting(lab: Lab, name: str, line: str) -> None:
 def _qemu(lab: Lab, name: str):
     """The real-Xen machine module when this host is a QEMU dom0, else None."""
     if lab.info['hosts'][name].get('kind') == 'qemu':
-        from xenha.lab import qemu
+        from xenha_lab import qemu
         return qemu
     return None
 
@@ -191,7 +191,7 @@ def power(lab: Lab, name: str, on: bool) -> None:
         xensim.power_off(host['state_dir'])
         lab.stop(f'sshd-{name}')
         if 'storage' in lab.info:     # its iSCSI sessions drop, without a logout
-            from xenha.lab import initiators
+            from xenha_lab import initiators
             initiators.host_down(lab, name)
 
 

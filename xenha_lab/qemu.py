@@ -1,8 +1,8 @@
 """Lab dom0s that run real Xen: one QEMU/TCG machine per host.
 
-Each machine boots the image of `xenha.lab.xenimage` (Xen 4.17 + a Debian PV
+Each machine boots the image of `xenha_lab.xenimage` (Xen 4.17 + a Debian PV
 dom0) with ``-snapshot``, so the cached image stays clean and a power cycle
-is a cold boot.  It fits the shape of `xenha.lab.dom0`: the same
+is a cold boot.  It fits the shape of `xenha_lab.dom0`: the same
 ``lab.info['hosts'][name]`` keys, the lab's client key authorized, its own
 host key in the lab's known_hosts, sshd at the host's own loopback address.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from xenha.lab.core import Lab
+    from xenha_lab.core import Lab
 
 QEMU = 'qemu-system-x86_64'
 MEMORY_MB = 2048        # the machine; QEMU peaks near 2.5 GB RSS with it
@@ -82,7 +82,7 @@ BUILD_TOOLS = ('apt-get', 'dpkg', 'debootstrap', 'chroot', 'cpio', 'mkfs.ext4',
 def facts() -> Facts:
     """This machine, now."""
     import shutil
-    from xenha.lab import xenimage
+    from xenha_lab import xenimage
     with open('/proc/meminfo') as fh:
         avail = {ln.split(':')[0]: int(ln.split()[1]) for ln in fh}['MemAvailable'] // 1024
     image = xenimage.cached()
@@ -145,7 +145,7 @@ def write_seed(lab: Lab, name: str) -> None:
     """The host's seed drive: keys, identity, and the lab's domU configs at
     their paths (the image runs with -snapshot: a power cycle forgets
     everything else, as a site's dom0 would not)."""
-    from xenha.lab import dom0, storage
+    from xenha_lab import dom0, storage
     host = lab.info['hosts'][name]
     hostkey = Path(host['host_key'])
     env = (f'HOSTNAME={name}\nPORTAL={lab.addr(5)}\n'
@@ -172,7 +172,7 @@ def tap_name(lab: Lab, name: str) -> str:
 def add_host(lab: Lab, name: str, *, image: str | os.PathLike | None = None,
              memory_mb: int = MEMORY_MB, dom0_mb: int = DOM0_MB, wait: bool = True) -> dict:
     """Create host `name` as a QEMU machine and boot it (wait for SSH)."""
-    from xenha.lab import dom0, xenimage
+    from xenha_lab import dom0, xenimage
     image = Path(image) if image else xenimage.cached()
     if image is None:
         raise RuntimeError('no real-Xen image cached: run `xenha lab image` first')
@@ -260,7 +260,7 @@ def san_attach(lab: Lab, name: str, timeout: float = 10) -> bool:
 
 def wait_ssh(lab: Lab, name: str, timeout: float = BOOT_TIMEOUT) -> float:
     """Poll until `true` runs over SSH as the checks will; seconds waited."""
-    from xenha.lab import dom0
+    from xenha_lab import dom0
     from xenha.runner import SSHRunner
     host = lab.info['hosts'][name]
     t = time.monotonic()
@@ -309,7 +309,7 @@ def resume(lab: Lab, name: str) -> None:
 def domains(lab: Lab, name: str, timeout: float = 30) -> list[tuple[str, str]]:
     """(name, state) of the guests on a QEMU dom0, from the real `xl list`
     (what `xenha lab status` shows); [] when it is off or does not answer."""
-    from xenha.lab import dom0
+    from xenha_lab import dom0
     from xenha.runner import RunnerError, SSHRunner
     from xenha.xen import Toolstack, ToolstackError
     if not powered(lab, name):
@@ -331,7 +331,7 @@ def domains(lab: Lab, name: str, timeout: float = 30) -> list[tuple[str, str]]:
 CHASSIS = '''#!{python} -IS
 import sys
 sys.path.insert(0, {root!r})
-from xenha.lab import bmc, dom0, qemu
+from xenha_lab import bmc, dom0, qemu
 dom0.power, dom0.powered = qemu.power, qemu.powered
 sys.exit(bmc.main(['chassis', {labdir!r}, {host!r}, *sys.argv[1:]]))
 '''
@@ -339,7 +339,7 @@ sys.exit(bmc.main(['chassis', {labdir!r}, {host!r}, *sys.argv[1:]]))
 
 def bmc_up(lab: Lab, name: str) -> dict:
     """The host's ipmi_sim BMC, whose power button is this QEMU machine."""
-    from xenha.lab import bmc
+    from xenha_lab import bmc
     info = bmc.up(lab, name)
     prog = Path(lab.dir) / 'bmc' / name / 'chassis'
     if not prog.exists():
@@ -369,7 +369,7 @@ def boot_count(path: str) -> int:
 def push_configs(lab: Lab, name: str) -> None:
     """Copy the lab's domU configs into the dom0 at the same paths (now, and
     on its seed drive for the next boot)."""
-    from xenha.lab import dom0
+    from xenha_lab import dom0
     from xenha.runner import SSHRunner
     write_seed(lab, name)
     host = lab.info['hosts'][name]
@@ -404,8 +404,8 @@ def cluster_up(directory=None, *, hosts=(('dom0-1', 'active'), ('dom0-2', 'spare
                **defaults) -> Lab:
     """The lab cluster with QEMU dom0s (what `cluster.up(xen='qemu')` should do);
     its inventory's [timing] is `timing`, by default TIMING (emulated dom0s are slow)."""
-    from xenha.lab import cluster
-    from xenha.lab.core import Lab
+    from xenha_lab import cluster
+    from xenha_lab.core import Lab
     say = say or (lambda text: None)
     guests = guests or (cluster.GuestSpec('web1', hosts[0][0], 128, 'iscsi'),
                         cluster.GuestSpec('mail1', hosts[0][0], 128, 'aoe'))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-XEN_HOSTS = 2           # dom0s of the real-Xen lab (xenha.lab.qemu.cluster_up)
+XEN_HOSTS = 2           # dom0s of the real-Xen lab (xenha_lab.qemu.cluster_up)
 
 
 class Narrator:
@@ -52,9 +52,9 @@ class CannotRun(Exception):
 
 def choose(requested: str, facts) -> Choice:
     """The dom0 kind for `--xen requested` on a machine with `facts`
-    (xenha.lab.qemu.Facts): real Xen when asked for or when `auto` finds
+    (xenha_lab.qemu.Facts): real Xen when asked for or when `auto` finds
     QEMU, the memory, two CPUs and the image (or what builds it)."""
-    from xenha.lab import qemu
+    from xenha_lab import qemu
     if requested == 'sim':
         return Choice('sim', '--xen sim')
     why = qemu.why_not(facts, XEN_HOSTS, build=True)
@@ -102,7 +102,7 @@ def _check(say, argv, label=None) -> None:
 
 
 def run(args) -> int:
-    from xenha.lab import qemu
+    from xenha_lab import qemu
     requested = getattr(args, 'xen', 'auto')
     try:
         choice = choose(requested, qemu.facts())
@@ -120,13 +120,13 @@ def tell(args, choice: Choice, fallback: bool = False) -> int:
     """The story on the dom0s of `choice`; `fallback`: when the real-Xen image
     cannot be built, the simulator instead (saying so)."""
     import signal
-    from xenha.lab import cluster, nagios
+    from xenha_lab import cluster, nagios
     from xenha.state import StateDB
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on)
     say = Narrator()
     if choice.build:
-        from xenha.lab import xenimage
+        from xenha_lab import xenimage
         say.section('building the real-Xen dom0 image (once; about 1.5 minutes)')
         try:
             xenimage.build(say=say)
@@ -159,7 +159,7 @@ def tell(args, choice: Choice, fallback: bool = False) -> int:
             guests = [u.name for u in c.domus_homed_on(hung)]
             say.section(f'a hung dom0: {hung} ({", ".join(guests)}) stops answering, its '
                         'BMC still says on')
-            from xenha.lab import dom0 as dom0_lab
+            from xenha_lab import dom0 as dom0_lab
             dom0_lab.hang(lab, hung)
             say(f'{hung}: its sshd is frozen (SIGSTOP); the host is powered: not a power '
                 'loss, so nothing is fenced before Nagios says DOWN HARD')
@@ -210,7 +210,7 @@ def hand_checks(lab, c, say) -> None:
     """Each check of the rendered objects, run once from here, on the lab's own
     hosts, guests and disks (the listing each dom0 check records is the cache
     Nagios' first domU checks use)."""
-    from xenha.lab import cluster, dom0, storage
+    from xenha_lab import cluster, dom0, storage
     inv = str(cluster.inventory_path(lab))
     opts = dom0.ssh_options(lab)
     t = c.timing
@@ -258,7 +258,7 @@ def power_off(lab, host: str) -> None:
 
 
 def _wait_green(lab, say, timeout: float = 90) -> None:
-    from xenha.lab import nagios
+    from xenha_lab import nagios
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -290,7 +290,7 @@ def _follow(lab, c, say, victim: str, guests: list[str], t_off: float,
             timeout: float = 120, what: str = 'the power-off') -> None:
     """Narrate Nagios' log and the engine's journal until every guest of the
     dead dom0 is OK in Nagios on another dom0, and say which path fired."""
-    from xenha.lab import nagios
+    from xenha_lab import nagios
     from xenha.state import StateDB
     seen_log = len(nagios.log_lines(lab))
     seen_journal = 0
@@ -348,7 +348,7 @@ def _follow(lab, c, say, victim: str, guests: list[str], t_off: float,
 def _post_mortem(lab, say, victim: str, guests: list[str]) -> None:
     """What a reader needs when the story did not end: Nagios' view of the
     dead dom0 and its guests, the event handlers' job log, jobs still running."""
-    from xenha.lab import nagios
+    from xenha_lab import nagios
     say.section('the story did not end: what the lab shows')
     st = nagios.status(lab)
     for key in [('host', victim)] + [('service', g, 'xen domain') for g in guests]:

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from xenha.lab.core import Lab
+from xenha_lab.core import Lab
 
 IQN = 'iqn.2026-01.lab.xenha'
 MONITOR = 'monitor'
@@ -89,7 +89,7 @@ def up(lab: Lab, targets: list[dict] | None = None, hosts: list[str] | None = No
     # sockets of a crashed earlier lab with the same block would make tgtadm
     # talk to nothing; after down, the files go too
     lab.files += [_socket(lab), _socket(lab) + '.lock']
-    lab.teardown.append([sys.executable, '-m', 'xenha.lab.storage', 'down',
+    lab.teardown.append([sys.executable, '-m', 'xenha_lab.storage', 'down',
                          str(lab.dir)])
     lab.save()
     tgtd_start(lab)
@@ -331,7 +331,7 @@ def link_up(lab: Lab, host: str) -> None:
     _ip('-n', st['san'], 'link', 'set', st['links'][host]['port'], 'up')
 
 
-if __name__ == '__main__':   # teardown entry: python -m xenha.lab.storage down DIR
+if __name__ == '__main__':   # teardown entry: python -m xenha_lab.storage down DIR
     if sys.argv[1:2] == ['down']:
         _down(Lab.load(sys.argv[2]))
 
