@@ -143,14 +143,24 @@ def cmd_render(args) -> int:
     return render.run(args)
 
 
-def cmd_lab(args) -> int:
-    from xenha_lab import cli as lab_cli
-    return lab_cli.run(args)
+# -- commands other packages add ------------------------------------------------------
+# `xenha lab` and `xenha demo` come from the lab (the package xenha_lab), found
+# through this entry-point group: the product never imports it.  Each entry
+# point names an object with `help` (one line for `xenha --help`) and
+# `main(argv, prog) -> int`; it is loaded only when its command runs or when
+# `xenha` lists its commands.
+PLUGIN_GROUP = 'xenha.commands'
 
 
-def cmd_demo(args) -> int:
-    from xenha_lab import demo
-    return demo.run(args)
+def plugins() -> dict:
+    """name -> entry point of each command another installed package adds."""
+    from importlib.metadata import entry_points
+    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+
+
+def _command_of(raw: list[str]) -> str | None:
+    """The COMMAND of an argv (the first word that is not an option of `xenha`'s own)."""
+    return next((a for a in raw if not a.startswith('-')), None)
 
 
 def _verbose_arg(p) -> None:
@@ -158,7 +168,9 @@ def _verbose_arg(p) -> None:
                    help='-vvv: a traceback when something unexpected happens')
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
+    """`xenha`'s parser; `with_plugins`: also list the commands of other
+    packages (the entry-point group PLUGIN_GROUP)."""
     p = argparse.ArgumentParser(prog='xenha', description=__doc__.split('\n')[0])
     _verbose_arg(p)
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
@@ -227,21 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     s.set_defaults(func=cmd_render)
 
-    s = sub.add_parser('lab', help='a whole cluster on this machine (demo, tests)')
-    from xenha_lab import cli as lab_cli
-    lab_cli.add_arguments(s)
-    s.set_defaults(func=cmd_lab)
-
-    s = sub.add_parser('demo', help='the lab, a dom0 failure and the recovery, narrated')
-    s.add_argument('--xen', choices=('auto', 'sim', 'qemu'), default='auto',
-                   help='dom0 kind: qemu (real Xen 4.17 under QEMU/TCG, about 3 minutes), '
-                        'sim (sshd + simulated toolstack, about half a minute), or auto '
-                        '(default): qemu when this machine can run it, else sim; the '
-                        'first line says which and why')
-    s.add_argument('--keep', action='store_true', help='leave the lab up at the end')
-    s.add_argument('--dir', help='lab directory (default: a new temporary one)')
-    s.set_defaults(func=cmd_demo)
+    for name, ep in (plugins() if with_plugins else {}).items():
+        if name not in sub.choices:
+            # listed here; its own parser reads its arguments (see main)
+            sub.add_parser(name, help=ep.load().help, add_help=False)
     return p
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
 
 
 class _Clean:
@@ -270,7 +277,18 @@ def main(argv=None) -> int:
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Clean(out), _Clean(err)
     try:
-        args = build_parser().parse_args(argv)
+        command = _command_of(raw)
+        builtin = build_parser(with_plugins=False)
+        plugin = None
+        if command is not None and command not in _commands(builtin):
+            plugin = plugins().get(command)
+        if plugin is not None:
+            args = argparse.Namespace(command=command)
+            rest = raw[raw.index(command) + 1:]
+            args.func = lambda _args: plugin.load().main(rest, prog=f'xenha {command}')
+        else:
+            parser = builtin if command in _commands(builtin) else build_parser()
+            args = parser.parse_args(raw)
         try:
             return args.func(args)
         except (KeyboardInterrupt, SystemExit):

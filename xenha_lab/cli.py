@@ -1,4 +1,7 @@
-"""`xenha lab up | status | fail HOST | heal HOST | crash DOMU | down`."""
+"""`xenha lab up | status | fail HOST | heal HOST | crash DOMU | down`.
+
+`xenha` finds this command through the entry-point group `xenha.commands`
+(`COMMAND`); the product never imports the lab."""
 
 from __future__ import annotations
 
@@ -48,6 +51,23 @@ def add_arguments(p) -> None:
     s.add_argument('domu')
     s.add_argument('--gap', type=float, default=10.0, metavar='S',
                    help='seconds it is missing (default 10)')
+
+
+def main(argv: list[str], prog: str = 'xenha lab') -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog=prog)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+class Command:
+    """What `xenha` needs of a command another package adds."""
+
+    def __init__(self, help: str, main):
+        self.help, self.main = help, main
+
+
+COMMAND = Command('a whole cluster on this machine (demo, tests)', main)
 
 
 def _lab(args):

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from xenha_lab.cli import Command
+
 BIN = Path(sys.executable).parent
 XEN_HOSTS = 2           # dom0s of the real-Xen lab (xenha_lab.qemu.cluster_up)
 
@@ -99,6 +101,27 @@ def _check(say, argv, label=None) -> None:
     r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     first = (r.stdout.splitlines() or [r.stderr.strip()])[0].split(' | ')[0]
     say(f'{label or Path(argv[0]).name}: {first}   (exit {r.returncode})')
+
+
+def add_arguments(s) -> None:
+    s.add_argument('--xen', choices=('auto', 'sim', 'qemu'), default='auto',
+                   help='dom0 kind: qemu (real Xen 4.17 under QEMU/TCG, about 3 minutes), '
+                        'sim (sshd + simulated toolstack, about half a minute), or auto '
+                        '(default): qemu when this machine can run it, else sim; the '
+                        'first line says which and why')
+    s.add_argument('--keep', action='store_true', help='leave the lab up at the end')
+    s.add_argument('--dir', help='lab directory (default: a new temporary one)')
+
+
+def main(argv: list[str], prog: str = 'xenha demo') -> int:
+    """`xenha demo` (found through the entry-point group `xenha.commands`)."""
+    import argparse
+    p = argparse.ArgumentParser(prog=prog)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+COMMAND = Command('the lab, a dom0 failure and the recovery, narrated', main)
 
 
 def run(args) -> int:
