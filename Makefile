@@ -54,7 +54,7 @@ real-xen-image: deps venv
 	$(PY) -m xenha_lab.xenimage
 
 golden: real-xen-image
-	$(PY) -m xenha_lab.xenimage record-golden
+	$(PY) -m xenha_lab.golden --out tests/golden
 
 test-real-xen: real-xen-image
 	XENHA_REAL_XEN=1 $(PY) -m pytest -s tests/test_real_xen.py

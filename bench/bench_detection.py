@@ -87,9 +87,7 @@ def heal(lab, c, guests):
     from xenha.failover import Engine
     dom0.resume(lab, VICTIM)
     dom0.power(lab, VICTIM, on=True)
-    if lab.info['hosts'][VICTIM].get('kind') == 'qemu':
-        from xenha_lab import qemu
-        qemu.wait_ssh(lab, VICTIM)
+    dom0.wait_ready(lab, VICTIM)
     e = Engine(c)
     e.job = 'lab-setup'
     try:

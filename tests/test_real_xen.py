@@ -53,12 +53,12 @@ def test_the_demo_on_real_xen(lab_dir):
 
 @pytest.fixture(scope='module')
 def real():
-    from xenha_lab import qemu, xenimage
+    from xenha_lab import cluster, xenimage
     t = time.monotonic()
     xenimage.build(say=say)
     say(f'image ready after {time.monotonic() - t:.0f}s')
     # allow_active_as_target: the last test moves the guests back to dom0-1
-    lab = qemu.cluster_up(say=say, allow_active_as_target=True)
+    lab = cluster.up(xen='qemu', say=say, allow_active_as_target=True)
     try:
         yield lab
     finally:

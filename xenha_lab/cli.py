@@ -135,10 +135,12 @@ def run(args) -> int:
     if args.host not in lab.info['hosts']:
         print(f'xenha lab: no host {args.host}', file=sys.stderr)
         return 2
-    real = lab.info['hosts'][args.host].get('kind') == 'qemu'
-    sd = None if real else dom0.state_dir(lab, args.host)
-    if cmd == 'fail' and real and args.how not in ('power', 'hang'):
-        print(f'xenha lab: {args.host} runs real Xen: only --how power|hang', file=sys.stderr)
+    kind = dom0.kind(lab, args.host)
+    toolstack_faults = 'toolstack' in kind.FAULTS     # the simulator's
+    sd = dom0.state_dir(lab, args.host) if toolstack_faults else None
+    if cmd == 'fail' and args.how not in kind.FAULTS:
+        print(f'xenha lab: {args.host} {kind.WHAT}: only --how {"|".join(kind.FAULTS)}',
+              file=sys.stderr)
         return 2
     if cmd == 'fail':
         if args.how == 'power':
@@ -166,20 +168,14 @@ def run(args) -> int:
 
 
 def status(lab) -> int:
-    from xenha_lab import dom0, xensim
+    from xenha_lab import dom0
     print(f'lab {lab.dir} (block {lab.block})')
     roles = lab.info.get('roles', {})
     for host, h in lab.info['hosts'].items():
         power = 'on' if dom0.powered(lab, host) else 'OFF'
-        if h.get('kind') == 'qemu':
-            from xenha_lab import qemu
-            guests = ', '.join(f'{n}({s})' for n, s in qemu.domains(lab, host))
-            fault = ' real Xen'
-        else:
-            state = xensim.read(h['state_dir'])
-            guests = ', '.join(f"{d['name']}({d['state']})" for d in state['domains']
-                               if d['id'])
-            fault = f" fault={state['fault']}" if state.get('fault') else ''
+        guests = ', '.join(f'{n}({s})' for n, s in dom0.domains(lab, host))
+        fault = dom0.kind(lab, host).fault(lab, host)
+        fault = f' {fault}' if fault else ''
         print(f"  {host:<8} {roles.get(host, ''):<7} {h['address']}:{h['port']} "
               f"power {power}{fault}  {guests or '-'}")
     st = lab.info.get('storage')

@@ -35,6 +35,10 @@ DEFAULT_GUESTS = (
     GuestSpec('mail1', 'dom0-2', 512, 'aoe', priority=10),
     GuestSpec('build1', 'dom0-2', 256, 'aoe', priority=0),
 )
+# the real-Xen cluster: two QEMU dom0s (memory and CPUs of a small machine)
+QEMU_HOSTS = (('dom0-1', 'active'), ('dom0-2', 'spare'))
+QEMU_GUESTS = (GuestSpec('web1', 'dom0-1', 128, 'iscsi'),
+               GuestSpec('mail1', 'dom0-1', 128, 'aoe'))
 
 
 def up(directory=None, *, hosts=DEFAULT_HOSTS, guests=DEFAULT_GUESTS,
@@ -49,23 +53,14 @@ def up(directory=None, *, hosts=DEFAULT_HOSTS, guests=DEFAULT_GUESTS,
     dom0s, qemu.TIMING for the real ones); `defaults`: its [defaults] keys.
     """
     say = say or (lambda text: None)
-    if xen == 'qemu':
-        from xenha_lab import qemu
-        lab = qemu.cluster_up(directory, say=say, start_guests=start_guests,
-                              timing=timing, **defaults)
-        if nagios:
-            try:
-                from xenha_lab import nagios as nagios_lab
-                nagios_lab.up(lab, say=say)
-            except BaseException:
-                lab.down()
-                raise
-        return lab
     lab = Lab(directory)
     try:
-        lab.info['inventory_timing'] = dict(timing or {})
-        _build(lab, hosts, guests, host_memory_mb, storage, bmc, start_guests,
-               fencing, say, defaults)
+        if xen == 'qemu':
+            _build_qemu(lab, QEMU_HOSTS, QEMU_GUESTS, start_guests, timing, say, defaults)
+        else:
+            lab.info['inventory_timing'] = dict(timing or {})
+            _build(lab, hosts, guests, host_memory_mb, storage, bmc, start_guests,
+                   fencing, say, defaults)
         if nagios:
             from xenha_lab import nagios as nagios_lab
             nagios_lab.up(lab, say=say)
@@ -107,6 +102,48 @@ def _build(lab, hosts, guests, host_memory_mb, storage, bmc, start_guests, fenci
         t = time.monotonic()
         start_homes(lab)
         say(f'{len(guests)} domUs started on their homes in {time.monotonic() - t:.1f}s')
+
+
+def _build_qemu(lab, hosts, guests, start_guests, timing, say, defaults):
+    """The lab cluster with QEMU dom0s; its inventory's [timing] is `timing`, by
+    default qemu.TIMING (emulated dom0s are slow)."""
+    from xenha_lab import bmc as bmc_lab
+    from xenha_lab import qemu
+    defaults.setdefault('timeout', 60)      # xl create takes ~10 s under TCG
+    timings = lab.info.setdefault('timings', {})
+    lab.info['inventory_timing'] = dict(qemu.TIMING if timing is None else timing)
+    t = time.monotonic()
+    for name, _role in hosts:           # boot them side by side
+        qemu.add_host(lab, name, wait=False)
+    for name, _role in hosts:
+        qemu.wait_ssh(lab, name)
+    timings['boot'] = round(time.monotonic() - t, 1)
+    say(f'{len(hosts)} real-Xen dom0s answer SSH + xl info after {timings["boot"]}s')
+    lab.info['roles'] = dict(hosts)
+    lab.info['guests'] = [vars(g) for g in guests]
+    t = time.monotonic()
+    disks = storage_up(lab, hosts, guests, chap=False)
+    qemu.format_disks(lab)
+    for name, _role in hosts:
+        qemu.san_attach(lab, name)
+    lab.info['disks'] = disks
+    for name, _role in hosts:
+        bmc_lab.up(lab, name)           # its chassis control: dom0.power, on QEMU
+    lab.info['inventory_defaults'] = dict(defaults)
+    write_inventory(lab, **defaults)
+    write_configs(lab)              # rendered from the inventory
+    qemu.real_guest_configs(lab)
+    for name, _role in hosts:
+        qemu.push_configs(lab, name)
+    lab.save()
+    timings['storage_bmc_configs'] = round(time.monotonic() - t, 1)
+    say(f'storage, BMCs, configs in {timings["storage_bmc_configs"]}s')
+    if start_guests:
+        t = time.monotonic()
+        start_homes(lab)
+        timings['start_homes'] = round(time.monotonic() - t, 1)
+        say(f'{len(guests)} domUs started on their homes in {timings["start_homes"]}s')
+    lab.save()
 
 
 def storage_up(lab: Lab, hosts, guests, chap: bool = True) -> dict:

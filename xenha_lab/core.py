@@ -222,6 +222,15 @@ class Lab:
         proc = self.procs.get(name)
         return bool(proc) and _alive(proc.pid)
 
+    def stopped(self, name: str) -> bool:
+        """The tracked process is stopped (SIGSTOP: a hung host)."""
+        proc = self.procs.get(name)
+        try:
+            with open(f'/proc/{proc.pid}/stat') as fh:
+                return fh.read().rsplit(')', 1)[1].split()[0] == 'T'
+        except (AttributeError, OSError, IndexError):
+            return False
+
     def signal(self, name: str, sig: int) -> None:
         proc = self.procs.get(name)
         if proc is None:       # not running: nothing to signal

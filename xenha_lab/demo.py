@@ -26,7 +26,7 @@ from pathlib import Path
 from xenha_lab.cli import Command
 
 BIN = Path(sys.executable).parent
-XEN_HOSTS = 2           # dom0s of the real-Xen lab (xenha_lab.qemu.cluster_up)
+XEN_HOSTS = 2           # dom0s of the real-Xen lab (xenha_lab.cluster.QEMU_HOSTS)
 
 
 class Narrator:

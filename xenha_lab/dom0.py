@@ -1,233 +1,116 @@
-"""Lab dom0s: one real sshd per host on its own loopback address.
+"""Lab dom0s, of two kinds behind one interface (`HostKind`):
 
-Each host gets its own host key, key-only root login, and a `SetEnv` that
-tells the toolstack simulator which host it is.  A small `bin/` directory on
-the session's PATH holds the commands a dom0 has: `xl`, `xm` and the storage
-initiators' stand-ins.
+* simulated (xenha_lab.simhost): a real sshd on its own loopback address and
+  the toolstack simulator; seconds to start, every fault available;
+* real Xen (xenha_lab.qemu): a QEMU/TCG machine booting Xen 4.17 and a PV
+  dom0; minutes, power and hang only.
 
-Power off = the sshd stops (connection refused) and every guest is gone;
-hang = SIGSTOP on the sshd (connections are accepted but no banner comes);
-partition = the sshd stops but the host and its guests go on (cut off from
-the monitoring node, not dead: its BMC still says on).
+`kind(lab, name)` is the one place that tells them apart; the functions here
+(power, powered, hang, resume, partition, reachable, domains) ask it and
+never look at the kind themselves.  `add_host` makes a simulated dom0
+(`qemu.add_host` a real one); the SSH identity of both lives in xenha_lab.keys.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
-import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
+from typing import Protocol
 
-from xenha_lab import xensim
+from xenha_lab import simhost
 from xenha_lab.core import Lab
-from xenha.runner import SSHOptions
+from xenha_lab.keys import client_key, known_hosts, known_hosts_name, ssh_options
 
-SSHD = '/usr/sbin/sshd'
-# command name -> "module:function(argv) -> int"
-COMMANDS = {
-    'xl': 'xenha_lab.xensim:main_xl',
-    'xm': 'xenha_lab.xensim:main_xm',
-    'iscsiadm': 'xenha_lab.initiators:iscsiadm_main',
-    'aoe-discover': 'xenha_lab.initiators:aoe_discover_main',
-    'aoe-stat': 'xenha_lab.initiators:aoe_stat_main',
-    'blockdev': 'xenha_lab.xensim:main_blockdev',
-    'sg_persist': 'xenha_lab.initiators:sg_persist_main',
-    'dd': 'xenha_lab.initiators:dd_main',
-}
-# -IS: no site processing, no environment: the stand-ins start in ~10 ms
-# instead of ~25 (a real xl is a C program; the lab should not be much slower)
-WRAPPER = '''#!{python} -IS
-import sys
-sys.path.insert(0, {root!r})
-from {module} import {func}
-sys.exit({func}(sys.argv[1:]))
-'''
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+__all__ = ['HostKind', 'kind', 'add_host', 'start', 'sshd_setting', 'power', 'powered',
+           'partition', 'reachable', 'hang', 'resume', 'domains', 'wait_ready', 'state_dir',
+           'env_for',
+           'client_key', 'known_hosts', 'known_hosts_name', 'ssh_options']
 
 
-def _keygen(path: Path) -> str:
-    """Make an ed25519 key pair at `path` (once); return the public line."""
-    if not path.exists():
-        subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C',
-                        path.name, '-f', str(path)], check=True)
-    return Path(f'{path}.pub').read_text().strip()
+class HostKind(Protocol):
+    """What a kind of lab dom0 does (each is a module: simhost, qemu)."""
+    NAME: str                   # 'sim' | 'qemu', as lab.json records it
+    WHAT: str                   # what it is, for a message ("runs real Xen")
+    FAULTS: tuple               # the `xenha lab fail --how` it can do
+
+    def power(self, lab: Lab, name: str, on: bool) -> None:
+        """What a BMC's chassis control does: pull the plug, or power on."""
+
+    def powered(self, lab: Lab, name: str) -> bool:
+        """What its BMC says: the host has power (its sshd may be cut off)."""
+
+    def hang(self, lab: Lab, name: str) -> None:
+        """It stops answering: SSH connects, no banner comes."""
+
+    def resume(self, lab: Lab, name: str) -> None:
+        """Undo a hang or a partition (a host without power stays off)."""
+
+    def partition(self, lab: Lab, name: str) -> None:
+        """Cut off from the monitoring node (refused), power and guests on."""
+
+    def reachable(self, lab: Lab, name: str) -> bool:
+        """Its SSH daemon runs and is not hung."""
+
+    def domains(self, lab: Lab, name: str) -> list[tuple[str, str]]:
+        """(name, state) of its guests; [] when off or silent."""
+
+    def fault(self, lab: Lab, name: str) -> str | None:
+        """What `xenha lab status` says of it beyond its power (a fault set)."""
+
+    def wait_ready(self, lab: Lab, name: str) -> None:
+        """After `power(on)`: until it answers SSH as the checks will."""
 
 
-def client_key(lab: Lab) -> Path:
-    """The monitoring node's key pair; its public half is authorized everywhere."""
-    d = lab.dir / 'ssh'
-    d.mkdir(mode=0o700, exist_ok=True)
-    key = d / 'id_ed25519'
-    _keygen(key)
-    return key
-
-
-def known_hosts(lab: Lab) -> Path:
-    return lab.dir / 'ssh' / 'known_hosts'
-
-
-def ssh_options(lab: Lab, **overrides) -> SSHOptions:
-    opts = dict(user='root', port=lab.info['ssh_port'], identity=str(client_key(lab)),
-                known_hosts=str(known_hosts(lab)))
-    opts.update(overrides)
-    return SSHOptions(**opts)
-
-
-def _port_free(address: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
-    return True
-
-
-def known_hosts_name(address: str, port: int) -> str:
-    return address if port == 22 else f'[{address}]:{port}'
-
-
-def add_host(lab: Lab, name: str, *, total_mb: int = 8192, dom0_mb: int = 1024,
-             cpus: int = 4) -> dict:
-    """Create host `name` (files, host key, simulator state) and start its sshd."""
-    hosts = lab.info.setdefault('hosts', {})
-    index = len(hosts)
-    address = lab.addr(11 + index)
-    if 'ssh_port' not in lab.info:
-        # port 22 on our own address is the realistic choice; a machine whose
-        # sshd listens on 0.0.0.0:22 forces another port for the whole lab
-        lab.info['ssh_port'] = 22 if _port_free(address, 22) else 2222
-    port = lab.info['ssh_port']
-    hdir = lab.dir / 'hosts' / name
-    (hdir / 'bin').mkdir(parents=True, exist_ok=True)
-    state_dir = hdir / 'state'
-    xensim.init_host(state_dir, name, total_mb=total_mb, dom0_mb=dom0_mb, cpus=cpus)
-    for cmd, target in COMMANDS.items():
-        module, func = target.split(':')
-        path = hdir / 'bin' / cmd
-        path.write_text(WRAPPER.format(python=sys.executable, module=module, func=func,
-                                       root=PACKAGE_ROOT))
-        path.chmod(0o755)
-    hostkey = hdir / 'ssh_host_ed25519_key'
-    pub = _keygen(hostkey)
-    (hdir / 'authorized_keys').write_text(
-        Path(f'{client_key(lab)}.pub').read_text())
-    path_env = f'{hdir / "bin"}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
-    # HOME: each dom0 has its own (empty) home, so a login shell does not run
-    # this machine's ~/.bashrc (a pyenv init there costs seconds per command)
-    setenv = {'XENSIM_HOST': name, 'XENSIM_STATE': str(state_dir),
-              'XENHA_LAB_DIR': str(lab.dir), 'PATH': path_env, 'HOME': str(hdir)}
-    (hdir / 'sshd_config').write_text('\n'.join([
-        f'ListenAddress {address}:{port}',
-        f'HostKey {hostkey}',
-        f'PidFile {hdir / "sshd.pid"}',
-        f'AuthorizedKeysFile {hdir / "authorized_keys"}',
-        'PermitRootLogin prohibit-password',
-        'PasswordAuthentication no',
-        'KbdInteractiveAuthentication no',
-        'UsePAM no',
-        'StrictModes no',
-        'UseDNS no',
-        'MaxStartups 100:30:200',
-        'LogLevel ERROR',
-        'SetEnv ' + ' '.join(f'{k}={shlex.quote(v)}' for k, v in setenv.items()),
-        '',
-    ]))
-    with open(known_hosts(lab), 'a') as fh:
-        keytype, keydata = pub.split()[:2]
-        fh.write(f'{known_hosts_name(address, port)} {keytype} {keydata}\n')
-    hosts[name] = {'address': address, 'port': port, 'dir': str(hdir),
-                   'state_dir': str(state_dir), 'bin': str(hdir / 'bin'),
-                   'host_key': str(hostkey)}
-    lab.save()
-    Path('/run/sshd').mkdir(exist_ok=True)
-    check = subprocess.run([SSHD, '-t', '-f', str(hdir / 'sshd_config')],
-                           capture_output=True, text=True)
-    if check.returncode:
-        raise RuntimeError(f'sshd config of {name} is invalid: {check.stderr.strip()}')
-    start(lab, name)
-    return hosts[name]
-
-
-def start(lab: Lab, name: str) -> None:
-    host = lab.info['hosts'][name]
-    cfg = Path(host['dir']) / 'sshd_config'
-    lab.spawn(f'sshd-{name}', [SSHD, '-D', '-e', '-f', str(cfg)])
-    lab.wait_port(host['address'], host['port'])
-
-
-def sshd_setting(lab: Lab, name: str, line: str) -> None:
-    """Add an sshd_config line to a simulated dom0 (say 'MaxSessions 2', as a
-    hardened host has) and restart its sshd."""
-    cfg = Path(lab.info['hosts'][name]['dir']) / 'sshd_config'
-    cfg.write_text(cfg.read_text() + line + '\n')
-    lab.stop(f'sshd-{name}')
-    start(lab, name)
-
-
-def _qemu(lab: Lab, name: str):
-    """The real-Xen machine module when this host is a QEMU dom0, else None."""
+def kind(lab: Lab, name: str) -> HostKind:
+    """The kind of lab dom0 `name` (the one place that decides)."""
     if lab.info['hosts'][name].get('kind') == 'qemu':
         from xenha_lab import qemu
         return qemu
-    return None
+    return simhost
+
+
+add_host = simhost.add_host
+start = simhost.start
+sshd_setting = simhost.sshd_setting
 
 
 def power(lab: Lab, name: str, on: bool) -> None:
     """Power the host on or off (what a BMC's chassis control does)."""
-    if _qemu(lab, name):
-        return _qemu(lab, name).power(lab, name, on)
-    host = lab.info['hosts'][name]
-    if on:
-        xensim.power_on(host['state_dir'])
-        if not lab.alive(f'sshd-{name}'):
-            start(lab, name)
-    else:
-        # the toolstack goes dark first: a session sshd forks while dying must
-        # find nothing to run
-        xensim.power_off(host['state_dir'])
-        lab.stop(f'sshd-{name}')
-        if 'storage' in lab.info:     # its iSCSI sessions drop, without a logout
-            from xenha_lab import initiators
-            initiators.host_down(lab, name)
+    kind(lab, name).power(lab, name, on)
 
 
 def powered(lab: Lab, name: str) -> bool:
     """What its BMC says: the host has power (its sshd may still be cut off)."""
-    if _qemu(lab, name):
-        return _qemu(lab, name).powered(lab, name)
-    return xensim.read(lab.info['hosts'][name]['state_dir']).get('power') != 'off'
+    return kind(lab, name).powered(lab, name)
 
 
 def partition(lab: Lab, name: str) -> None:
     """Cut the host off from the monitoring node: no SSH answer (refused), while
     it keeps power and its guests keep running."""
-    if _qemu(lab, name):
-        raise NotImplementedError('partition: simulated dom0s only')
-    lab.stop(f'sshd-{name}')
+    kind(lab, name).partition(lab, name)
 
 
 def reachable(lab: Lab, name: str) -> bool:
     """Its sshd runs and is not hung."""
-    return lab.alive(f'sshd-{name}')
+    return kind(lab, name).reachable(lab, name)
 
 
 def hang(lab: Lab, name: str) -> None:
-    if _qemu(lab, name):
-        return _qemu(lab, name).hang(lab, name)
-    lab.signal(f'sshd-{name}', signal.SIGSTOP)
+    kind(lab, name).hang(lab, name)
 
 
 def resume(lab: Lab, name: str) -> None:
     """Undo a hang or a partition (a host without power stays off)."""
-    if _qemu(lab, name):
-        return _qemu(lab, name).resume(lab, name)
-    lab.signal(f'sshd-{name}', signal.SIGCONT)
-    if powered(lab, name) and not lab.alive(f'sshd-{name}'):
-        start(lab, name)
+    kind(lab, name).resume(lab, name)
+
+
+def domains(lab: Lab, name: str) -> list[tuple[str, str]]:
+    """(name, state) of the guests on it, as its toolstack has them."""
+    return kind(lab, name).domains(lab, name)
+
+
+def wait_ready(lab: Lab, name: str) -> None:
+    """After power on: until it answers SSH as the checks will."""
+    kind(lab, name).wait_ready(lab, name)
 
 
 def state_dir(lab: Lab, name: str) -> str:

@@ -7,7 +7,7 @@ memory, no config file), pause/unpause, shutdown, create again, destroy, and
 the errors for domains that do not exist.  Each step keeps argv, exit
 status, stdout and stderr.
 
-    python -m xenha_lab.xenimage record-golden [--out tests/golden]
+    python -m xenha_lab.golden [--out tests/golden]        # make golden
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def record(argv: list[str]) -> int:
     from xenha_lab import dom0, qemu
     from xenha_lab.core import Lab
     from xenha.runner import SSHRunner
-    p = argparse.ArgumentParser(prog='xenimage record-golden')
+    p = argparse.ArgumentParser(prog='python -m xenha_lab.golden')
     p.add_argument('--out', default=str(GOLDEN))
     args = p.parse_args(argv)
     outdir = Path(args.out)
@@ -159,3 +159,8 @@ def normalize(text: str) -> str:
     text = re.sub(r'(\w+\.c):\d+:', r'\1:N:', text)
     text = re.sub(r'Domain \d+:', 'Domain N:', text)
     return text
+
+
+if __name__ == '__main__':
+    import sys
+    sys.exit(record(sys.argv[1:]))

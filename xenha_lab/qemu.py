@@ -2,9 +2,10 @@
 
 Each machine boots the image of `xenha_lab.xenimage` (Xen 4.17 + a Debian PV
 dom0) with ``-snapshot``, so the cached image stays clean and a power cycle
-is a cold boot.  It fits the shape of `xenha_lab.dom0`: the same
-``lab.info['hosts'][name]`` keys, the lab's client key authorized, its own
-host key in the lab's known_hosts, sshd at the host's own loopback address.
+is a cold boot.  One of the two kinds of xenha_lab.dom0.HostKind (the
+other: xenha_lab.simhost): the same ``lab.info['hosts'][name]`` keys, the
+lab's client key authorized, its own host key in the lab's known_hosts, sshd
+at the host's own loopback address.
 
 Network (loopback only):
 * NIC 1, QEMU user mode with ``restrict=on``: the only ways through are the
@@ -34,9 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xenha_lab import keys
+
 if TYPE_CHECKING:
     from xenha_lab.core import Lab
 
+NAME = 'qemu'
+WHAT = 'runs real Xen'
+FAULTS = ('power', 'hang')
 QEMU = 'qemu-system-x86_64'
 MEMORY_MB = 2048        # the machine; QEMU peaks near 2.5 GB RSS with it
 DOM0_MB = 512
@@ -145,13 +151,13 @@ def write_seed(lab: Lab, name: str) -> None:
     """The host's seed drive: keys, identity, and the lab's domU configs at
     their paths (the image runs with -snapshot: a power cycle forgets
     everything else, as a site's dom0 would not)."""
-    from xenha_lab import dom0, storage
+    from xenha_lab import storage
     host = lab.info['hosts'][name]
     hostkey = Path(host['host_key'])
     env = (f'HOSTNAME={name}\nPORTAL={lab.addr(5)}\n'
            f'INITIATOR={storage.initiator_name(name)}\nUPLINK_MAC={UPLINK_MAC}\n')
     files = {
-        'root/.ssh/authorized_keys': (Path(f'{dom0.client_key(lab)}.pub').read_bytes(),
+        'root/.ssh/authorized_keys': (Path(f'{keys.client_key(lab)}.pub').read_bytes(),
                                       0o600),
         'etc/ssh/ssh_host_ed25519_key': (hostkey.read_bytes(), 0o600),
         'etc/ssh/ssh_host_ed25519_key.pub': (Path(f'{hostkey}.pub').read_bytes(), 0o644),
@@ -172,23 +178,13 @@ def tap_name(lab: Lab, name: str) -> str:
 def add_host(lab: Lab, name: str, *, image: str | os.PathLike | None = None,
              memory_mb: int = MEMORY_MB, dom0_mb: int = DOM0_MB, wait: bool = True) -> dict:
     """Create host `name` as a QEMU machine and boot it (wait for SSH)."""
-    from xenha_lab import dom0, xenimage
+    from xenha_lab import xenimage
     image = Path(image) if image else xenimage.cached()
     if image is None:
         raise RuntimeError('no real-Xen image cached: run `xenha lab image` first')
-    hosts = lab.info.setdefault('hosts', {})
-    address = lab.addr(11 + len(hosts))
-    if 'ssh_port' not in lab.info:
-        lab.info['ssh_port'] = 22 if dom0._port_free(address, 22) else 2222
-    port = lab.info['ssh_port']
-    hdir = lab.dir / 'hosts' / name
+    address, port, hdir, hostkey = keys.place_host(lab, name)
     (hdir / 'state').mkdir(parents=True, exist_ok=True)
-    hostkey = hdir / 'ssh_host_ed25519_key'
-    pub = dom0._keygen(hostkey)
-    dom0.client_key(lab)                      # the lab's ssh/ dir and key pair
-    with open(dom0.known_hosts(lab), 'a') as fh:
-        keytype, keydata = pub.split()[:2]
-        fh.write(f'{dom0.known_hosts_name(address, port)} {keytype} {keydata}\n')
+    hosts = lab.info['hosts']
     hosts[name] = {'address': address, 'port': port, 'dir': str(hdir),
                    'state_dir': str(hdir / 'state'), 'bin': None,
                    'host_key': str(hostkey), 'kind': 'qemu', 'image': str(image),
@@ -260,7 +256,6 @@ def san_attach(lab: Lab, name: str, timeout: float = 10) -> bool:
 
 def wait_ssh(lab: Lab, name: str, timeout: float = BOOT_TIMEOUT) -> float:
     """Poll until `true` runs over SSH as the checks will; seconds waited."""
-    from xenha_lab import dom0
     from xenha.runner import SSHRunner
     host = lab.info['hosts'][name]
     t = time.monotonic()
@@ -268,7 +263,7 @@ def wait_ssh(lab: Lab, name: str, timeout: float = BOOT_TIMEOUT) -> float:
     while time.monotonic() - t < timeout:
         if not lab.alive(f'qemu-{name}'):
             raise RuntimeError(f'{name}: QEMU died, see {host["dir"]}/console.log')
-        runner = SSHRunner(host['address'], dom0.ssh_options(lab), timeout=15)
+        runner = SSHRunner(host['address'], keys.ssh_options(lab), timeout=15)
         try:
             r = runner.run(['xl', 'info'], 15)
             if r.exit == 0 and 'xen_version' in r.out:
@@ -282,6 +277,7 @@ def wait_ssh(lab: Lab, name: str, timeout: float = BOOT_TIMEOUT) -> float:
     raise RuntimeError(f'{name}: no SSH + xl info after {timeout:.0f}s ({last})')
 
 
+# -- the HostKind interface ------------------------------------------------------
 def power(lab: Lab, name: str, on: bool) -> None:
     """What the BMC's chassis control does: pull the plug / cold boot (no wait)."""
     if on:
@@ -306,16 +302,33 @@ def resume(lab: Lab, name: str) -> None:
     lab.signal(f'qemu-{name}', signal.SIGCONT)
 
 
+def partition(lab: Lab, name: str) -> None:
+    raise NotImplementedError('partition: simulated dom0s only')
+
+
+def fault(lab: Lab, name: str) -> str | None:
+    return 'real Xen'
+
+
+def wait_ready(lab: Lab, name: str) -> None:
+    """After `power(on)`: until SSH and `xl info` answer (a cold boot)."""
+    wait_ssh(lab, name)
+
+
+def reachable(lab: Lab, name: str) -> bool:
+    """QEMU runs and is not stopped (`hang`)."""
+    return powered(lab, name) and not lab.stopped(f'qemu-{name}')
+
+
 def domains(lab: Lab, name: str, timeout: float = 30) -> list[tuple[str, str]]:
     """(name, state) of the guests on a QEMU dom0, from the real `xl list`
     (what `xenha lab status` shows); [] when it is off or does not answer."""
-    from xenha_lab import dom0
     from xenha.runner import RunnerError, SSHRunner
     from xenha.xen import Toolstack, ToolstackError
     if not powered(lab, name):
         return []
     host = lab.info['hosts'][name]
-    runner = SSHRunner(host['address'], dom0.ssh_options(lab), timeout=timeout)
+    runner = SSHRunner(host['address'], keys.ssh_options(lab), timeout=timeout)
     try:
         return [(d.name, d.state.value) for d in Toolstack(runner, 'xl').list()
                 if not d.is_dom0]
@@ -323,30 +336,6 @@ def domains(lab: Lab, name: str, timeout: float = 30) -> list[tuple[str, str]]:
         return []
     finally:
         runner.close()
-
-
-# -- BMC power for QEMU hosts --------------------------------------------------
-# bmc.chassis calls dom0.power / dom0.powered; until dom0.py dispatches on
-# host['kind'], the chassis wrapper of a QEMU host patches those two first.
-CHASSIS = '''#!{python} -IS
-import sys
-sys.path.insert(0, {root!r})
-from xenha_lab import bmc, dom0, qemu
-dom0.power, dom0.powered = qemu.power, qemu.powered
-sys.exit(bmc.main(['chassis', {labdir!r}, {host!r}, *sys.argv[1:]]))
-'''
-
-
-def bmc_up(lab: Lab, name: str) -> dict:
-    """The host's ipmi_sim BMC, whose power button is this QEMU machine."""
-    from xenha_lab import bmc
-    info = bmc.up(lab, name)
-    prog = Path(lab.dir) / 'bmc' / name / 'chassis'
-    if not prog.exists():
-        raise RuntimeError(f'bmc.py moved its chassis wrapper: {prog}')
-    prog.write_text(CHASSIS.format(python=sys.executable, root=bmc.PACKAGE_ROOT,
-                                   labdir=str(lab.dir), host=name))
-    return info
 
 
 # -- shared disks and guest configs ---------------------------------------------
@@ -369,11 +358,10 @@ def boot_count(path: str) -> int:
 def push_configs(lab: Lab, name: str) -> None:
     """Copy the lab's domU configs into the dom0 at the same paths (now, and
     on its seed drive for the next boot)."""
-    from xenha_lab import dom0
     from xenha.runner import SSHRunner
     write_seed(lab, name)
     host = lab.info['hosts'][name]
-    runner = SSHRunner(host['address'], dom0.ssh_options(lab), timeout=30)
+    runner = SSHRunner(host['address'], keys.ssh_options(lab), timeout=30)
     try:
         xdir = lab.dir / 'xen'
         runner.run(['mkdir', '-p', str(xdir)], 30)
@@ -396,60 +384,6 @@ def real_guest_configs(lab: Lab) -> None:
         lines = [ln for ln in cfg.read_text().splitlines()
                  if not ln.startswith(('kernel', 'ramdisk', 'extra'))]
         cfg.write_text('\n'.join([*lines, *GUEST_BOOT]) + '\n')
-
-
-# -- a whole real-Xen cluster -----------------------------------------------------
-def cluster_up(directory=None, *, hosts=(('dom0-1', 'active'), ('dom0-2', 'spare')),
-               guests=None, say=None, start_guests: bool = True, timing: dict | None = None,
-               **defaults) -> Lab:
-    """The lab cluster with QEMU dom0s (what `cluster.up(xen='qemu')` should do);
-    its inventory's [timing] is `timing`, by default TIMING (emulated dom0s are slow)."""
-    from xenha_lab import cluster
-    from xenha_lab.core import Lab
-    say = say or (lambda text: None)
-    guests = guests or (cluster.GuestSpec('web1', hosts[0][0], 128, 'iscsi'),
-                        cluster.GuestSpec('mail1', hosts[0][0], 128, 'aoe'))
-    defaults.setdefault('timeout', 60)      # xl create takes ~10 s under TCG
-    lab = Lab(directory)
-    timings = lab.info.setdefault('timings', {})
-    lab.info['inventory_timing'] = dict(TIMING if timing is None else timing)
-    try:
-        t = time.monotonic()
-        for name, _role in hosts:           # boot them side by side
-            add_host(lab, name, wait=False)
-        for name, _role in hosts:
-            wait_ssh(lab, name)
-        timings['boot'] = round(time.monotonic() - t, 1)
-        say(f'{len(hosts)} real-Xen dom0s answer SSH + xl info after {timings["boot"]}s')
-        lab.info['roles'] = dict(hosts)
-        lab.info['guests'] = [vars(g) for g in guests]
-        t = time.monotonic()
-        disks = cluster.storage_up(lab, hosts, guests, chap=False)
-        format_disks(lab)
-        for name, _role in hosts:
-            san_attach(lab, name)
-        lab.info['disks'] = disks
-        for name, _role in hosts:
-            bmc_up(lab, name)
-        lab.info['inventory_defaults'] = dict(defaults)
-        cluster.write_inventory(lab, **defaults)
-        cluster.write_configs(lab)              # rendered from the inventory
-        real_guest_configs(lab)
-        for name, _role in hosts:
-            push_configs(lab, name)
-        lab.save()
-        timings['storage_bmc_configs'] = round(time.monotonic() - t, 1)
-        say(f'storage, BMCs, configs in {timings["storage_bmc_configs"]}s')
-        if start_guests:
-            t = time.monotonic()
-            cluster.start_homes(lab)
-            timings['start_homes'] = round(time.monotonic() - t, 1)
-            say(f'{len(guests)} domUs started on their homes in {timings["start_homes"]}s')
-        lab.save()
-    except BaseException:
-        lab.down()
-        raise
-    return lab
 
 
 if __name__ == '__main__' and sys.argv[1:2] == ['pipe']:

@@ -18,8 +18,8 @@ the key being derived from the package versions and this recipe's version:
 * inside dom0.img: ``/boot/vmlinuz-guest`` + ``/boot/initrd-guest.gz``, a PV
   domU whose init mounts xvda, increments ``/boot-count`` on it and idles.
 
-`xenha lab image` builds it (``image_main``); ``python -m xenha_lab.xenimage
-record-golden`` re-records ``tests/golden/`` on a real-Xen dom0.
+`xenha lab image` builds it (``image_main``); ``python -m xenha_lab.golden``
+re-records ``tests/golden/`` on a real-Xen dom0 booted from it.
 """
 
 from __future__ import annotations
@@ -356,12 +356,5 @@ def image_main(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    if argv[:1] == ['record-golden']:
-        from xenha_lab import golden
-        return golden.record(argv[1:])
-    return image_main(argv)
-
-
 if __name__ == '__main__':
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(image_main(sys.argv[1:]))
