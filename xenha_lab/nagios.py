@@ -79,7 +79,7 @@ def main_cfg(ndir: Path, objects: Path, example: Path) -> str:
 
 def up(lab: Lab, say=None) -> dict:
     from xenha import render
-    from xenha_lab import cluster
+    from xenha_lab import inventory
     say = say or (lambda text: None)
     t = time.monotonic()
     ndir = lab.dir / 'nagios'
@@ -104,10 +104,10 @@ def up(lab: Lab, say=None) -> dict:
             'status_file': str(ndir / 'status.dat'), 'log_file': str(ndir / 'nagios.log')}
     lab.info['nagios'] = info
     lab.save()
-    inv = cluster.write_inventory(lab, **lab.info.get('inventory_defaults', {}))
+    inv = inventory.write_inventory(lab, **lab.info.get('inventory_defaults', {}))
     options = render.Options(plugin_dir=str(plugins), inventory_path=str(inv),
                              interval_length=1)
-    files = render.render(cluster.cluster(lab), 'nagios', options)
+    files = render.render(inventory.cluster(lab), 'nagios', options)
     render.write_tree(files, ndir / 'objects')
     example = ndir / 'objects' / 'nagios.cfg.example'
     (ndir / 'site.cfg').write_text(SITE_CFG)
