@@ -51,7 +51,7 @@ def ssh_factory(lab):
 # -- power off for real ----------------------------------------------------------
 def test_ipmi_off_takes_the_host_down_and_status_says_off(fence_lab):
     m = ipmi_method(fence_lab.info['bmc']['h1'])     # the agent's own defaults
-    assert fencing.power_status(m) == 'on'
+    assert bmc.power_status(m) == 'on'
     xensim.add_domain(dom0.state_dir(fence_lab, 'h1'), 'web1', 256)
 
     started = time.monotonic()
@@ -67,7 +67,7 @@ def test_ipmi_off_takes_the_host_down_and_status_says_off(fence_lab):
     assert not reachable(fence_lab, 'h1')           # sshd really gone
     names = [d['name'] for d in xensim.read(dom0.state_dir(fence_lab, 'h1'))['domains']]
     assert names == ['Domain-0']                      # its guests died with it
-    assert fencing.power_status(m) == 'off'
+    assert bmc.power_status(m) == 'off'
     assert dom0.powered(fence_lab, 'h2')              # the neighbour is untouched
     assert took < 8
 
@@ -75,10 +75,10 @@ def test_ipmi_off_takes_the_host_down_and_status_says_off(fence_lab):
 def test_fence_on_brings_the_host_back(fence_lab):
     m = method_for(fence_lab, 'h1')
     assert fencing.fence('h1', [m]).ok
-    back = fencing.fence_on(m)
+    back = bmc.power_on(m)
     assert back.ok, back.message
     assert reachable(fence_lab, 'h1')
-    assert fencing.power_status(m) == 'on'
+    assert bmc.power_status(m) == 'on'
 
 
 def test_already_off_is_success(fence_lab):
@@ -108,7 +108,7 @@ def test_bmc_stopped_is_unreachable(fence_lab):
     assert 'did not answer (unreachable or down?)' in out.message
     assert 'timed out after' not in out.message       # the agent said it, not our timer
     assert reachable(fence_lab, 'h1')
-    assert fencing.power_status(method_for(fence_lab, 'h1', timeout=3)) == 'unknown'
+    assert bmc.power_status(method_for(fence_lab, 'h1', timeout=3)) == 'unknown'
 
 
 def test_missing_agent_binary(fence_lab):
@@ -171,7 +171,7 @@ def test_hung_agent_times_out(fence_lab):
     address = fence_lab.info['bmc']['h1']['address'].encode()
     assert _cmdlines_with(address) == []
     bmc.resume(fence_lab, 'h1')
-    assert fencing.power_status(method_for(fence_lab, 'h1')) == 'on'
+    assert bmc.power_status(method_for(fence_lab, 'h1')) == 'on'
 
 
 def _cmdlines_with(needle: bytes) -> list[bytes]:
@@ -340,7 +340,7 @@ def test_password_never_in_argv_nor_messages(fence_lab, agent):
     try:
         m = Method('agent', agent, method_for(fence_lab, 'h1').params,
                    info['password_file'])
-        outcomes = [fencing.fence('h1', [m]), fencing.fence_on(m),
+        outcomes = [fencing.fence('h1', [m]), bmc.power_on(m),
                     fencing.power_state(m)]
     finally:
         stop.set()
@@ -455,11 +455,11 @@ def test_two_labs_bmcs_do_not_collide():
             assert ia['port'] == ib['port'] == 623
             assert fencing.fence('h1', [ipmi_method(ia)]).ok
             assert not dom0.powered(a, 'h1') and dom0.powered(b, 'h1')
-            assert fencing.power_status(ipmi_method(ib)) == 'on'
+            assert bmc.power_status(ipmi_method(ib)) == 'on'
             # a's password does not open b's BMC
             swapped = Method('agent', 'fence_ipmilan', ipmi_method(ib).params,
                              ia['password_file'])
-            assert fencing.power_status(swapped) == 'unknown'
+            assert bmc.power_status(swapped) == 'unknown'
         finally:
             b.down()
     finally:
@@ -477,9 +477,9 @@ def test_bmc_files_are_private(fence_lab):
 def test_bmc_stop_start_and_down(fence_lab):
     m = method_for(fence_lab, 'h1', timeout=3)
     bmc.stop(fence_lab, 'h1')
-    assert fencing.power_status(m) == 'unknown'
+    assert bmc.power_status(m) == 'unknown'
     bmc.start(fence_lab, 'h1')                      # same address, same password
-    assert fencing.power_status(m) == 'on'
+    assert bmc.power_status(m) == 'on'
     bmc.down(fence_lab, 'h1')
     assert 'h1' not in fence_lab.info['bmc'] and not fence_lab.alive('bmc-h1')
     assert dom0.powered(fence_lab, 'h1')            # the host does not care

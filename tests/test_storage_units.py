@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from xenha.storage import aoe, iscsi
+from xenha_lab import initiators
 
 FIX = Path(__file__).parent / 'fixtures' / 'storage'
 
@@ -222,8 +223,8 @@ def test_aoe_stat_old_driver_without_payload():
 
 def test_aoe_stat_format_is_what_the_script_prints():
     devs = aoe.parse_aoe_stat(fixture('aoe_stat_payload.txt'))
-    assert aoe.format_aoe_stat(devs) == fixture('aoe_stat_payload.txt')
-    assert aoe.gb_text(16 * 1024 * 1024) == '0.016GB'
+    assert initiators.format_aoe_stat(devs) == fixture('aoe_stat_payload.txt')
+    assert initiators.gb_text(16 * 1024 * 1024) == '0.016GB'
 
 
 def test_aoe_device_ready():

@@ -322,7 +322,7 @@ def _reason(result: Result, password: str | None) -> str:
     return text
 
 
-def _explain(agent: str, action: str, result: Result, password: str | None) -> str:
+def explain(agent: str, action: str, result: Result, password: str | None) -> str:
     """One distinct message per way an agent fails (fencing.py's fail() texts)."""
     reason = _reason(result, password)
     low = reason.lower()
@@ -354,28 +354,7 @@ def power_state(method, timeout: float | None = None) -> tuple[str, str]:
         return 'on', f'{agent} status: on'
     if result.exit == 2:
         return 'off', f'{agent} status: off'
-    return 'unknown', _explain(agent, 'status', result, password)
-
-
-def power_status(method, timeout: float | None = None) -> str:
-    """'on' | 'off' | 'unknown': for the engine's "is the dom0 really gone" step."""
-    return power_state(method, timeout)[0]
-
-
-def fence_on(method, timeout: float | None = None) -> Attempt:
-    """Power the dom0 on again (the lab's heal; an operator after repair)."""
-    started = time.monotonic()
-    if method.method != 'agent':
-        return Attempt(label(method), False, f'{label(method)} cannot power on', 0.0)
-    agent = os.path.basename(method.agent)
-    try:
-        result, password = call_agent(method, 'on', timeout or method.timeout)
-        ok = result.exit == 0
-        message = f'{agent} on: powered on' if ok else \
-            _explain(agent, 'on', result, password)
-    except FenceError as exc:
-        ok, message = False, str(exc)
-    return Attempt(label(method), ok, message, time.monotonic() - started)
+    return 'unknown', explain(agent, 'status', result, password)
 
 
 def _agent_off(method, budget: float) -> tuple[bool, str]:
@@ -388,7 +367,7 @@ def _agent_off(method, budget: float) -> tuple[bool, str]:
         return True, f'{agent}: status says off (already powered off): fenced'
     result, password = call_agent(method, 'off', deadline - time.monotonic())
     if result.exit != 0:
-        return False, _explain(agent, 'off', result, password)
+        return False, explain(agent, 'off', result, password)
     # confirm: never trust one "Success" (an agent may report off too early)
     confirm_until = min(time.monotonic() + CONFIRM_WITHIN, deadline)
     while True:

@@ -34,9 +34,13 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xenha_lab import dom0
 from xenha_lab.core import Lab
+
+if TYPE_CHECKING:
+    from xenha.fencing import Attempt
 
 PORT = 623
 USER = 'admin'
@@ -184,6 +188,32 @@ def down(lab: Lab, host: str) -> None:
     lab.stop(f'bmc-{host}')
     lab.info.get('bmc', {}).pop(host, None)
     lab.save()
+
+
+# -- a fence method's power, as the lab's heal and the tests use it ---------------
+def power_status(method, timeout: float | None = None) -> str:
+    """'on' | 'off' | 'unknown': the fence agent's status action."""
+    from xenha import fencing
+    return fencing.power_state(method, timeout)[0]
+
+
+def power_on(method, timeout: float | None = None) -> Attempt:
+    """Power the dom0 on again through its fence agent (the lab's heal; what
+    an operator does after a repair)."""
+    from xenha import fencing
+    started = time.monotonic()
+    if method.method != 'agent':
+        return fencing.Attempt(fencing.label(method), False,
+                               f'{fencing.label(method)} cannot power on', 0.0)
+    agent = os.path.basename(method.agent)
+    try:
+        result, password = fencing.call_agent(method, 'on', timeout or method.timeout)
+        ok = result.exit == 0
+        message = f'{agent} on: powered on' if ok else \
+            fencing.explain(agent, 'on', result, password)
+    except fencing.FenceError as exc:
+        ok, message = False, str(exc)
+    return fencing.Attempt(fencing.label(method), ok, message, time.monotonic() - started)
 
 
 # -- the chassis-control program (run by ipmi_sim, one process per request) ------

@@ -182,7 +182,7 @@ def iscsiadm_main(argv: list[str]) -> int:
 
 def _discovery(host: Host, portal: iscsi.Portal, op: str | None) -> int:
     try:
-        found = iscsi.discover(portal, host.initiator, timeout=LOGIN_TIMEOUT)
+        found = discover(portal, host.initiator, timeout=LOGIN_TIMEOUT)
     except iscsi.IscsiError as exc:
         if 'connection refused' in str(exc):
             print(f'iscsiadm: cannot make connection to {portal.host}: '
@@ -614,7 +614,7 @@ def aoe_stat_main(argv: list[str]) -> int:
         for name, d in known.items():
             answers = aoe.probe(d['netif'], d['shelf'], d['slot'], timeout=1.0,
                                 settle=None, sock=sock) if sock else []
-            size = aoe.gb_text(d['sectors'] * 512) if d['sectors'] is not None \
+            size = gb_text(d['sectors'] * 512) if d['sectors'] is not None \
                 else '(NA)'
             devices.append(aoe.AoeDevice(name, size, d['netif'],
                                          'up' if answers else 'down',
@@ -624,9 +624,32 @@ def aoe_stat_main(argv: list[str]) -> int:
             sock.close()
     pattern = argv[0] if argv else ''
     sys.stdout.write(''.join(line + '\n' for line in
-                             aoe.format_aoe_stat(devices).splitlines()
+                             format_aoe_stat(devices).splitlines()
                              if pattern in line))
     return 0
+
+
+# -- what the stand-ins print and ask (the product never does either) -----------
+def discover(portal: iscsi.Portal, initiator: str = iscsi.DEFAULT_INITIATOR,
+             chap: iscsi.Chap | None = None, timeout: float = 5.0) -> dict:
+    """SendTargets discovery: {iqn: [addresses]} offered to this initiator."""
+    with iscsi.Session(portal, initiator, None, chap, timeout) as s:
+        s.login()
+        found = s.send_targets()
+        s.logout()
+        return found
+
+
+def format_aoe_stat(devices: list[aoe.AoeDevice]) -> str:
+    """The exact layout aoe-stat prints (with the payload column)."""
+    return ''.join(f'{d.name:>10} {d.size:>15} {d.netif:>10} {d.payload:<5} '
+                   f'{d.state:<14}\n' for d in sorted(devices, key=lambda d: d.name))
+
+
+def gb_text(size_bytes: int) -> str:
+    """aoe-stat's size: billions of bytes with three decimals."""
+    milli = size_bytes // 1000000
+    return f'{milli // 1000}.{milli % 1000:03d}GB'
 
 
 if __name__ == '__main__':

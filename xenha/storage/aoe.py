@@ -518,18 +518,6 @@ def parse_aoe_stat(text: str) -> list[AoeDevice]:
     return out
 
 
-def format_aoe_stat(devices: list[AoeDevice]) -> str:
-    """The exact layout aoe-stat prints (with the payload column)."""
-    return ''.join(f'{d.name:>10} {d.size:>15} {d.netif:>10} {d.payload:<5} '
-                   f'{d.state:<14}\n' for d in sorted(devices, key=lambda d: d.name))
-
-
-def gb_text(size_bytes: int) -> str:
-    """aoe-stat's size: billions of bytes with three decimals."""
-    milli = size_bytes // 1000000
-    return f'{milli // 1000}.{milli % 1000:03d}GB'
-
-
 # -- what a spare dom0 runs (the failover engine's API) ------------------------------
 def device_name(shelf: int, slot: int) -> str:
     return f'e{shelf}.{slot}'

@@ -790,16 +790,6 @@ def pr_preempt(s: Session, lun: int, key: int, victim: int,
 
 
 # -- the probe a check runs -------------------------------------------------------
-def discover(portal: Portal, initiator: str = DEFAULT_INITIATOR,
-             chap: Chap | None = None, timeout: float = 5.0) -> dict:
-    """SendTargets discovery: {iqn: [addresses]} offered to this initiator."""
-    with Session(portal, initiator, None, chap, timeout) as s:
-        s.login()
-        found = s.send_targets()
-        s.logout()
-        return found
-
-
 def probe(portal: Portal, target: str | None, lun: int = 1,
           initiator: str = DEFAULT_INITIATOR, chap: Chap | None = None,
           timeout: float = 5.0, discovery_chap: Chap | None = None) -> ProbeResult:
