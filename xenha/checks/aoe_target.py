@@ -195,8 +195,12 @@ def parse_args(argv=None):
     plugin.add_ssh_arguments(p)
     p.add_argument('--sudo', action='store_true', help="prefix aoe-stat with 'sudo -n'")
     plugin.add_common_arguments(p)
+    from xenha.checks import storage_perf
+    storage_perf.add_arguments(p)
     args = p.parse_args(argv)
     args.initiator = args.initiator or bool(args.hostname)
+    if args.perf and (args.initiator or args.list):
+        p.error('--perf is a local-mode (raw socket) check of one --shelf/--slot')
     if not args.list and (args.shelf is None or args.slot is None):
         p.error('--shelf and --slot are required (or --list)')
     if args.list and args.initiator:
@@ -207,12 +211,18 @@ def parse_args(argv=None):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= top:
             p.error(f'--{name} must be 0..{top}')
+    storage_perf.check_arguments(p, args)
     return args
 
 
 @nagiosplugin.guarded
 def main():
     args = parse_args()
+    if args.perf:
+        from xenha.checks import storage_perf
+        storage_perf.check(storage_perf.AoePerf(args), args).main(
+            verbose=args.verbose, timeout=args.timeout)
+        return
     resource = Initiator(args) if args.initiator else Segment(args)
     check = nagiosplugin.Check(
         resource, status.Status('status'),

@@ -339,9 +339,14 @@ def parse_args(argv=None):
     g.add_argument('--ssh-accept-new-host-key', action='store_true')
     g.add_argument('--sudo', action='store_true', help="prefix commands with 'sudo -n'")
     plugin.add_common_arguments(p)
+    from xenha.checks import storage_perf
+    storage_perf.add_arguments(p)
     args = p.parse_args(argv)
     if not (args.initiator or args.server) and not args.hostname:
         p.error('portal mode needs -H PORTAL')
+    if args.perf and (args.initiator or args.server or args.via):
+        p.error('--perf is a portal-mode check (a real login from here)')
+    storage_perf.check_arguments(p, args)
     if args.min_capacity:
         try:
             args.min_capacity = plugin.parse_size(args.min_capacity)
@@ -353,6 +358,11 @@ def parse_args(argv=None):
 @nagiosplugin.guarded
 def main():
     args = parse_args()
+    if args.perf:
+        from xenha.checks import storage_perf
+        storage_perf.check(storage_perf.IscsiPerf(args), args).main(
+            verbose=args.verbose, timeout=args.timeout)
+        return
     if args.initiator:
         resource = Initiator(args)
     elif args.server:

@@ -316,12 +316,13 @@ class Export:
                     wake = min(wake, deadline)
                 ready, _, _ = select.select([sock], [], [], max(0.0, wake - now))
                 now = time.monotonic()
+                answered = False
                 if ready:
                     for raw in self._drain():
                         f = self._answer(raw, inflight, pol, stats, now)
                         if f is None:
                             continue
-                        last_answer = now
+                        answered = True
                         rec = f.record
                         if not write:
                             rec.buf[f.offset:f.offset + f.size] = \
@@ -339,6 +340,8 @@ class Export:
                         if progress is not None:
                             progress(stats.nbytes)
                 stats.longest_stall = max(stats.longest_stall, now - last_answer)
+                if answered:
+                    last_answer = now
                 # retransmit what timed out
                 if pol.tick is None:
                     self._expire(pol, inflight, write, stats, now, give_up)
