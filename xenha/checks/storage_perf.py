@@ -229,10 +229,9 @@ class AoePerf(Perf):
             raise nagiosplugin.CheckError(str(exc)) from None
         except ValueError as exc:
             raise nagiosplugin.CheckError(str(exc)) from None
-        rex = sum(st.retransmits for st in phases)
-        extra = f', {rex} retransmit{"s" if rex != 1 else ""}' if rex else ''
-        yield from self.report(where, phases, extra)
-        yield nagiosplugin.Metric('retransmits', rex, 'c', min=0, context='retransmits')
+        yield from self.report(where, phases)
+        yield nagiosplugin.Metric('retransmits', sum(st.retransmits for st in phases), 'c',
+                                  min=0, context='retransmits')
 
 
 # --- evaluation ----------------------------------------------------------------------
@@ -245,7 +244,7 @@ def check(resource, args) -> nagiosplugin.Check:
                                    args.latency_critical,
                                    fmt_metric='read latency p99 {valueunit}'),
         nagiosplugin.ScalarContext('retransmits', '0', None,
-                                   fmt_metric='{value} AoE retransmits'),
+                                   fmt_metric='{value} frames retransmitted'),
         status.StatusSummary())
     c.name = resource.check_name
     return c

@@ -24,20 +24,23 @@ def size_text(n: int) -> str:
     return f'{n}B'
 
 
-def caption(c: dict) -> str:
+def caption(c: dict, load: bool = True) -> str:
     pin = c['pinning']
     pinning = (f"target on CPU {','.join(map(str, pin['target']))}, clients on "
                f"{','.join(map(str, pin['clients']))}" if isinstance(pin, dict) else 'no pinning')
-    load = c.get('load_average_start')
     return (f"{c['where']}, {size_text(c['size_per_client'])} per client, records "
             f"{size_text(c['record'])} x{c['depth']}, MTU {c['mtu']}, vblade -b "
             f"{c['vblade_buffers']}, AoE retransmits {c['aoe_policy']}, backing "
             f"{c['backing']}, {pinning}; {c['cpus']} x {c['cpu_model']}"
-            + (f', load average {load[0]:.2f}' if load else ''))
+            + (f', load average {c["load_average_start"][0]:.2f}'
+               if load and c.get('load_average_start') else ''))
 
 
 def header(c: dict) -> str:
-    return f'xenha study ({c["mode"]}): {caption(c)}'
+    load = ' '.join(f'{x:.2f}' for x in c['load_average_start'])
+    return (f'xenha study ({c["mode"]}): {caption(c, load=False)}\n'
+            f'load average at the start: {load} (the figures are CPU-bound: compare runs '
+            f'taken under similar load)')
 
 
 COLUMNS = ('proto', 'N', 'write agg', 'read agg', 'mean/client', 'job s (min-max)',
@@ -100,8 +103,11 @@ def write_json(doc: dict, outdir: str | Path) -> Path:
 
 
 def have_matplotlib() -> bool:
-    import importlib.util
-    return importlib.util.find_spec('matplotlib') is not None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 PLOTS_HINT = "plots need matplotlib: pip install 'xenha[study]'"

@@ -144,10 +144,10 @@ def run_clients(jobs: list[dict], netns: str | None, progress: Progress, label: 
                     raise StudyError(f'{label}: client {i}: {msg["error"]}')
             moved = sum(done)
             secs = time.monotonic() - started
-            progress.update(f'{label}: {moved / MiB:.0f}/{total / MiB:.0f} MiB '
+            progress.update(f'  running {label}: {moved / MiB:.0f}/{total / MiB:.0f} MiB '
                             f'({100 * moved / total:.0f}%), {moved / 1e6 / secs:.1f} MB/s, '
                             f'{sum(r is not None for r in results)}/{len(procs)} '
-                            f'clients done' if secs > 0 else label)
+                            f'clients done' if secs > 0 else f'  running {label}')
         after = snapshot()
         progress.done()
         return results, before, after
@@ -340,7 +340,7 @@ def study(opts: Options, say=print, tty: bool = False, targets=None) -> dict:
             try:
                 for n in opts.clients:
                     jobs, netns = targets.jobs(n, opts.size, opts.record, seed=1000 * n)
-                    label = f'{protocol} {n} client{"s" if n != 1 else ""}'
+                    label = f'{protocol}, {n} client{"s" if n != 1 else ""}'
                     results, before, after = run_clients(jobs, netns, progress, label,
                                                          targets.snapshot)
                     run = summarize(protocol, results,
@@ -351,7 +351,7 @@ def study(opts: Options, say=print, tty: bool = False, targets=None) -> dict:
                     say(report.table_row(run), flush=True)
                 for rec in opts.sweep:
                     jobs, netns = targets.jobs(1, opts.sweep_size, rec, seed=7)
-                    label = f'{protocol} sweep {report.size_text(rec)}'
+                    label = f'{protocol}, sweep {report.size_text(rec)}'
                     results, _, _ = run_clients(jobs, netns, progress, label,
                                                 targets.snapshot)
                     r = results[0]
