@@ -32,6 +32,7 @@ def test_quick_mode_both_protocols_json_table_plots(tmp_path):
     doc_path = tmp_path / next(f for f in os.listdir(tmp_path) if f.endswith('.json'))
     assert f'results: {doc_path}' in lines
     doc = json.loads(doc_path.read_text())
+    assert doc['complete'] is True
     c = doc['conditions']
     assert (c['mode'], c['size_per_client'], c['mtu'], c['vblade_buffers'],
             c['aoe_policy'], c['backing'], c['pinning']) == \

@@ -94,6 +94,12 @@ def scratch_guard(args, matches) -> None:
         raise nagiosplugin.CheckError(
             f'refusing to write: target {names} is not marked scratch = true in '
             f'{args.inventory} (a guest may use it)')
+    users = sorted(u.name for u in cluster.domus.values()
+                   for t in found if t.name in u.targets)
+    if users:
+        raise nagiosplugin.CheckError(
+            f'refusing to write: target {found[0].name} is a disk of '
+            f'{", ".join(users)} in {args.inventory}, scratch or not')
 
 
 # --- acquisition ---------------------------------------------------------------------
@@ -153,7 +159,7 @@ def _mib(n):
 
 
 def _pattern(record):
-    from xenha.study.worker import pattern
+    from xenha.storage.iscsi_io import pattern
     return pattern(0x5eed, record)
 
 

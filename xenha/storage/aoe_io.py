@@ -9,9 +9,10 @@ retransmit.  How an initiator times that is most of AoE's behaviour under
 load, so both timings are here, side by side:
 
 * `Adaptive`: what initiators do today — a retransmit timeout from the
-  smoothed round trip and its variation (RFC 6298's estimator, with a
-  LAN-sized floor), Karn's rule, exponential backoff per frame, and a window
-  that halves on loss and grows back by one per window of answers (AIMD);
+  smoothed round trip and its variation (RFC 6298's gains; today's Linux
+  driver's 2 x average + 8 x deviation, with a 20 ms floor), Karn's rule,
+  exponential backoff per frame, and a window that halves on loss and grows
+  back by one per window of answers (AIMD);
 * `Linux2007`: the Linux aoe driver of 2006-2007 (drivers/block/aoe,
   kernels 2.6.18-2.6.23), which the thesis' dom0s ran: a 100 ms timer; a
   frame older than 1.5 x the average round trip is resent; that average
@@ -53,8 +54,10 @@ class AoeIoError(aoe.AoeError):
 
 # -- retransmit policies ------------------------------------------------------------
 class Adaptive:
-    """RTO = SRTT + 4 RTTVAR (RFC 6298 gains), floor `min_rto`, at most 2 s;
-    a frame's own timeout doubles at each resend; AIMD window <= bufcnt."""
+    """RTO = 2 SRTT + 8 RTTVAR (RFC 6298's gains 1/8 and 1/4; the factors of
+    today's Linux aoe driver), at least `min_rto` (20 ms: a loaded host's
+    scheduling jitter, not loss), at most 2 s; a frame's own timeout doubles
+    at each resend; AIMD window <= bufcnt."""
 
     name = 'adaptive'
 
@@ -165,8 +168,7 @@ class AoeStats:
 
 
 class _Frame:
-    __slots__ = ('tag', 'record', 'offset', 'size', 'sent', 'first_sent', 'tries',
-                 'packet')
+    __slots__ = ('tag', 'record', 'offset', 'size', 'sent', 'first_sent', 'tries')
 
 
 class _Record:

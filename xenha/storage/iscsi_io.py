@@ -84,6 +84,21 @@ def percentile(values, q: float) -> float:
     return ordered[int(rank) - 1]
 
 
+def pattern(seed: int, record: int):
+    """data(offset, size): bytes to write at `offset` (and to expect back there),
+    unique per offset and seed, cheap to make: one random record stamped with
+    the offset and the seed."""
+    import random
+    body = random.Random(seed).randbytes(max(record, 16))
+
+    def data(offset: int, size: int) -> bytes:
+        stamp = offset.to_bytes(8, 'big') + seed.to_bytes(8, 'big')
+        return (stamp + body[16:])[:size] if size <= len(body) else \
+            b''.join(data(offset + o, min(len(body), size - o))
+                     for o in range(0, size, len(body)))
+    return data
+
+
 def _sn_lte(a: int, b: int) -> bool:
     """Serial number arithmetic (RFC 1982, 32 bits): a <= b."""
     return a == b or 0 < ((b - a) & 0xffffffff) < 0x80000000

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-MODES = ('quick', 'thesis')
-
 
 def _sizes(text: str) -> tuple[int, ...]:
     from xenha.plugin import parse_size
@@ -62,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--sweep', type=_sizes, metavar='SIZE,…',
                    help='record sizes of the one-client sweep (default 4K,16K,64K,256K,1M; '
                         'quick: 4K,64K)')
+    p.add_argument('--sweep-size', type=_size, metavar='SIZE',
+                   help='what the sweep writes then reads per record size (default 64M; '
+                        'quick: 2M)')
     p.add_argument('--no-sweep', action='store_true', help='skip the record-size sweep')
     p.add_argument('--phase-limit', type=float, metavar='S',
                    help='an AoE phase still running after S seconds stops, counted '
@@ -85,7 +86,8 @@ def options(args):
               output=args.output, plots=args.plots,
               protocols=('iscsi', 'aoe') if args.protocol == 'both' else (args.protocol,))
     for key, value in (('clients', args.clients), ('size', args.size),
-                       ('sweep', args.sweep), ('phase_limit', args.phase_limit)):
+                       ('sweep', args.sweep), ('phase_limit', args.phase_limit),
+                       ('sweep_size', args.sweep_size)):
         if value is not None:
             kw[key] = value
     if args.no_sweep:
@@ -114,12 +116,22 @@ def run(args) -> int:
             print(f'xenha study: {exc}', file=sys.stderr)
             return 2
         opts = targets.opts
+    paths = []
+
+    def checkpoint(doc):
+        if not paths:
+            paths.append(report.json_path(doc, opts.output))
+        report.save(doc, paths[0])
     try:
-        doc = study(opts, say=print, tty=sys.stdout.isatty(), targets=targets)
+        doc = study(opts, say=print, tty=sys.stdout.isatty(), targets=targets,
+                    checkpoint=checkpoint)
     except StudyError as exc:
         print(f'xenha study: {exc}', file=sys.stderr)
+        if paths:
+            print(f'xenha study: what was measured until then: {paths[0]}',
+                  file=sys.stderr)
         return 1
-    path = report.write_json(doc, opts.output)
+    path = paths[0]
     print(f'results: {path}')
     bad = sum((r.get(p) or {}).get('mismatches', 0) for r in doc['runs']
               for p in ('write', 'read'))

@@ -32,7 +32,7 @@ def caption(c: dict, load: bool = True) -> str:
             f"{size_text(c['record'])} x{c['depth']}, MTU {c['mtu']}, vblade -b "
             f"{c['vblade_buffers']}, AoE retransmits {c['aoe_policy']}, backing "
             f"{c['backing']}, {pinning}; {c['cpus']} x {c['cpu_model']}"
-            + (f', load average {c["load_average_start"][0]:.2f}'
+            + (f', load average {c["load_average_start"][0]:.2f} at the start'
                if load and c.get('load_average_start') else ''))
 
 
@@ -89,7 +89,8 @@ def sweep_table(rows: list[dict]) -> str:
     return '\n'.join(lines)
 
 
-def write_json(doc: dict, outdir: str | Path) -> Path:
+def json_path(doc: dict, outdir: str | Path) -> Path:
+    """A new file name for this study's JSON: study-MODE-YYYYmmdd-HHMMSS.json."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime('%Y%m%d-%H%M%S')
@@ -98,8 +99,15 @@ def write_json(doc: dict, outdir: str | Path) -> Path:
     while path.exists():
         n += 1
         path = outdir / f'study-{doc["conditions"]["mode"]}-{stamp}-{n}.json'
-    path.write_text(json.dumps(doc, indent=1) + '\n')
     return path
+
+
+def save(doc: dict, path: Path) -> None:
+    """(Re)write the JSON whole: after every run, so a study stopped halfway
+    keeps what it measured ("complete": false)."""
+    tmp = path.with_suffix('.json.tmp')
+    tmp.write_text(json.dumps(doc, indent=1) + '\n')
+    tmp.replace(path)
 
 
 def have_matplotlib() -> bool:
@@ -140,6 +148,7 @@ def plot(doc: dict, json_path: Path) -> list[Path]:
                             alpha=0.7, label=label if r is rs[0] else None)
         ax_cpu.plot(ns, [r['target'].get('cpu_seconds_per_gb') or 0 for r in rs],
                     marker='o', color=color, label=label)
+    counts = sorted({r['clients'] for r in runs})
     for ax, title, ylabel in (
             (ax_agg, 'aggregate throughput', 'MB/s (all clients)'),
             (ax_mean, 'mean speed per client', 'MB/s per client'),
@@ -147,6 +156,7 @@ def plot(doc: dict, json_path: Path) -> list[Path]:
             (ax_cpu, 'storage server CPU per GB moved', 'CPU seconds / GB')):
         ax.set_title(title)
         ax.set_xlabel('concurrent clients')
+        ax.set_xticks(counts)
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

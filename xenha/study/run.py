@@ -16,7 +16,7 @@ import selectors
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass
 
 from xenha.study import measure
 
@@ -75,9 +75,9 @@ class Progress:
         if self.tty:
             self.say('\r' + text.ljust(self._width), end='', flush=True)
             self._width = len(text)
-        elif now - self._last >= 5.0:
+        elif now - self._last >= 5.0:         # a log: a line every 5 s at most
             self.say(text, flush=True)
-        self._last = now
+            self._last = now
 
     def done(self) -> None:
         if self.tty and self._width:
@@ -147,7 +147,7 @@ def run_clients(jobs: list[dict], netns: str | None, progress: Progress, label: 
             progress.update(f'  running {label}: {moved / MiB:.0f}/{total / MiB:.0f} MiB '
                             f'({100 * moved / total:.0f}%), {moved / 1e6 / secs:.1f} MB/s, '
                             f'{sum(r is not None for r in results)}/{len(procs)} '
-                            f'clients done' if secs > 0 else f'  running {label}')
+                            f'clients done' if secs > 0.5 else f'  running {label}')
         after = snapshot()
         progress.done()
         return results, before, after
@@ -325,12 +325,17 @@ def conditions(opts: Options, targets) -> dict:
     }
 
 
-def study(opts: Options, say=print, tty: bool = False, targets=None) -> dict:
-    """The whole study; the JSON document.  Prints a table row per run."""
+def study(opts: Options, say=print, tty: bool = False, targets=None,
+          checkpoint=None) -> dict:
+    """The whole study; the JSON document.  Prints a table row per run and
+    hands the document to `checkpoint` after each (None: nobody)."""
     from xenha.study import report
     targets = targets or LabTargets(opts)
     progress = Progress(say, tty)
-    doc = {'conditions': conditions(opts, targets), 'runs': [], 'sweep': []}
+    doc = {'complete': False, 'conditions': conditions(opts, targets), 'runs': [],
+           'sweep': []}
+    checkpoint = checkpoint or (lambda doc: None)
+    checkpoint(doc)
     say(report.header(doc['conditions']), flush=True)
     say(report.table_head(), flush=True)
     try:
@@ -348,6 +353,7 @@ def study(opts: Options, say=print, tty: bool = False, targets=None) -> dict:
                                     _drops(before, after))
                     run['load_average'] = measure.load_average()
                     doc['runs'].append(run)
+                    checkpoint(doc)
                     say(report.table_row(run), flush=True)
                 for rec in opts.sweep:
                     jobs, netns = targets.jobs(1, opts.sweep_size, rec, seed=7)
@@ -362,6 +368,7 @@ def study(opts: Options, say=print, tty: bool = False, targets=None) -> dict:
                                          'write_latency_p50': r['write']['latency_p50'],
                                          'read_latency_p50':
                                              (r.get('read') or {}).get('latency_p50')})
+                    checkpoint(doc)
             finally:
                 targets.down()
     finally:
@@ -369,13 +376,9 @@ def study(opts: Options, say=print, tty: bool = False, targets=None) -> dict:
         if problems:
             say(f'xenha study: lab teardown: {"; ".join(problems)}', flush=True)
     doc['conditions']['load_average_end'] = measure.load_average()
+    doc['complete'] = True
+    checkpoint(doc)
     if opts.sweep:
         say(report.sweep_table(doc['sweep']), flush=True)
     return doc
 
-
-def as_dict(opts: Options) -> dict:
-    return asdict(opts)
-
-
-__all__ = ['Options', 'StudyError', 'study', 'summarize', 'field']

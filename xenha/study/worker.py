@@ -17,18 +17,7 @@ import os
 import sys
 import time
 
-
-def pattern(seed: int, record: int):
-    """data(offset, size): a record's bytes, unique per offset and client."""
-    import random
-    body = random.Random(seed).randbytes(max(record, 16))
-
-    def data(offset: int, size: int) -> bytes:
-        stamp = offset.to_bytes(8, 'big') + seed.to_bytes(8, 'big')
-        return (stamp + body[16:])[:size] if size <= len(body) else \
-            b''.join(data(offset + o, min(len(body), size - o))
-                     for o in range(0, size, len(body)))
-    return data
+from xenha.storage.iscsi_io import pattern
 
 
 def say(obj) -> None:
@@ -36,7 +25,7 @@ def say(obj) -> None:
     sys.stdout.flush()
 
 
-def summary(st, offset_time: float = 0.0) -> dict:
+def summary(st) -> dict:
     from xenha.storage.iscsi_io import percentile
     out = {'bytes': st.nbytes, 'seconds': round(st.seconds, 6),
            'start': round(st.started, 6), 'end': round(st.started + st.seconds, 6),
