@@ -7,7 +7,8 @@ it takes from a quarter of an hour to hours, depending on the machine).
 runs `xenha study --thesis` (1, 3, 6, 9, 15, 20 clients, 300 MiB each, both
 protocols, the record-size sweep) and then the knobs that explain the 2007
 result one at a time: MTU 9000, vblade -b 4, the 2007 driver's retransmit
-timer, a file and an O_DIRECT backing store (AoE only).  Each run writes
+timer, both of those, a file and an O_DIRECT backing store (AoE only, beside an
+AoE baseline run with the same options).  Each run writes
 its own JSON (and plots); the load average is in each JSON's conditions.
 The figures are CPU-bound: on a machine others use, say so beside them.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 VARIANTS = [
     [],
+    ['--protocol', 'aoe', '--no-sweep'],              # the knobs' baseline
     ['--protocol', 'aoe', '--mtu', '9000', '--no-sweep'],
     ['--protocol', 'aoe', '--vblade-buffers', '4', '--no-sweep'],
     ['--protocol', 'aoe', '--aoe-retransmit', 'linux-2007', '--no-sweep'],
@@ -37,7 +39,7 @@ if __name__ == '__main__':
         args += ['--output', out]
     Path(out).mkdir(parents=True, exist_ok=True)
     xenha = str(Path(sys.executable).with_name('xenha'))
-    only = os.environ.get('STUDY_VARIANTS')          # e.g. "0,3": a subset
+    only = os.environ.get('STUDY_VARIANTS')          # e.g. "1,4": a subset, by index
     chosen = [VARIANTS[int(i)] for i in only.split(',')] if only else VARIANTS
     rc = 0
     for extra in chosen:
