@@ -153,3 +153,37 @@ def test_summarize_arithmetic():
     assert run_['target'] == {'cpu_seconds': 0.8, 'busy_threads': 2, 'threads': 2,
                               'cpu_seconds_per_gb': 10.0, 'socket_drops': 5,
                               'link_drops': 0}
+
+
+def test_a_site_study_on_scratch_targets(lab, tmp_path):
+    """Site mode end to end: two scratch targets of a real tgtd named in an
+    inventory (the lab's here), no target CPU (another machine's), bytes
+    read back equal."""
+    from xenha.lab import study as lab_study
+    tg = lab_study.iscsi_up(lab, 2, 4 << 20, 'tmpfs')
+    targets = ''.join(f'''
+[target.scratch-{k}]
+kind = "iscsi"
+storage = "san"
+portal = "{tg['portal']}:{tg['port']}"
+iqn = "{iqn}"
+lun = 1
+scratch = true
+''' for k, iqn in enumerate(tg['targets']))
+    inv = tmp_path / 'cluster.toml'
+    inv.write_text(INVENTORY.split('[target.web1-disk]')[0].replace('127.0.0.5', tg['portal'])
+                   + targets)
+    r = run('xenha', 'study', '--quick', '--inventory', inv, '--target', 'scratch-0',
+            '--target', 'scratch-1', '--clients', '1,2', '--size', '1M', '--no-sweep',
+            '--no-plots', '--output', tmp_path / 'out', timeout=120)
+    assert r.rc == 0, r.out + r.err
+    assert r.out.splitlines()[0] == (
+        f'xenha study (quick): site, 1M per client, records 64K x1, AoE retransmits '
+        f'adaptive, no pinning; {os.cpu_count()} x {measure.cpu_model()}')
+    doc = json.loads(next((tmp_path / 'out').glob('*.json')).read_text())
+    assert [(x['protocol'], x['clients']) for x in doc['runs']] == [('iscsi', 1),
+                                                                  ('iscsi', 2)]
+    for x in doc['runs']:
+        assert x['read']['mismatches'] == 0
+        assert x['read']['bytes'] == x['clients'] << 20
+        assert x['target']['cpu_seconds'] == 0 and x['target']['socket_drops'] is None

@@ -28,10 +28,13 @@ def caption(c: dict, load: bool = True) -> str:
     pin = c['pinning']
     pinning = (f"target on CPU {','.join(map(str, pin['target']))}, clients on "
                f"{','.join(map(str, pin['clients']))}" if isinstance(pin, dict) else 'no pinning')
+    # the MTU, vblade -b and backing store are the lab's knobs: a site's are its own
+    lab = (f"MTU {c['mtu']}, vblade -b {c['vblade_buffers']}, " if c['where'] == 'lab'
+           else '')
+    store = f"backing {c['backing']}, " if c['where'] == 'lab' else ''
     return (f"{c['where']}, {size_text(c['size_per_client'])} per client, records "
-            f"{size_text(c['record'])} x{c['depth']}, MTU {c['mtu']}, vblade -b "
-            f"{c['vblade_buffers']}, AoE retransmits {c['aoe_policy']}, backing "
-            f"{c['backing']}, {pinning}; {c['cpus']} x {c['cpu_model']}"
+            f"{size_text(c['record'])} x{c['depth']}, {lab}AoE retransmits "
+            f"{c['aoe_policy']}, {store}{pinning}; {c['cpus']} x {c['cpu_model']}"
             + (f', load average {c["load_average_start"][0]:.2f} at the start'
                if load and c.get('load_average_start') else ''))
 

@@ -315,8 +315,10 @@ def conditions(opts: Options, targets) -> dict:
     return {
         'mode': opts.mode, 'where': targets.where,
         'size_per_client': opts.size, 'record': opts.record, 'depth': opts.depth,
-        'mtu': opts.mtu, 'vblade_buffers': opts.bufcnt, 'aoe_policy': opts.policy,
-        'backing': opts.backing,
+        'mtu': opts.mtu if targets.where == 'lab' else None,
+        'vblade_buffers': opts.bufcnt if targets.where == 'lab' else None,
+        'aoe_policy': opts.policy,
+        'backing': opts.backing if targets.where == 'lab' else None,
         'pinning': targets.pinning or 'none',
         'cpu_model': measure.cpu_model(), 'cpus': os.cpu_count(),
         'load_average_start': measure.load_average(),
