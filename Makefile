@@ -8,9 +8,11 @@ PY       := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 # Debian packages of the real components the lab and the tests run
+# (libxenmisc4.17: libxlutil, xl's own config parser, reads the rendered domU files)
 APT_PACKAGES := openssh-server openssh-client tgt libiscsi-bin vblade aoetools \
 	nagios4-core icinga2 openipmi ipmitool fence-agents iproute2 python3-venv \
-	qemu-system-x86 busybox-static cpio debootstrap e2fsprogs
+	qemu-system-x86 busybox-static cpio debootstrap e2fsprogs \
+	qemu-utils qemu-block-extra sg3-utils libxenmisc4.17
 
 .PHONY: all deps venv test demo bench lint clean readme real-xen-image golden test-real-xen
 

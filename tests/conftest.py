@@ -133,10 +133,12 @@ def ssh_where(lab, host='dom0-1') -> str:
 
 
 def demo_story(r, first_line: str, hand_checks: int, nagios_checks: int, dead: str,
-               moved: dict) -> float:
+               moved: dict, hung: tuple[str, dict] | None = None) -> float:
     """Assert the whole story a `xenha demo` run told (exit 0, first line, every
-    check by hand OK, Nagios all OK, `dead` powered off, fenced, each guest of
-    `moved` back on its new dom0, the lab down); the recovery time it said."""
+    check by hand OK, Nagios all OK, `dead` powered off, fenced by the fast path,
+    each guest of `moved` back on its new dom0; with `hung` = (dom0, moved): that
+    dom0 hung and failed over by the HARD path; the lab down); the recovery
+    time it said after the power-off."""
     import re
     out = r.stdout
     # on failure: the story from the power-off on (the demo's post-mortem ends it)
@@ -152,11 +154,25 @@ def demo_story(r, first_line: str, hand_checks: int, nagios_checks: int, dead: s
     assert f'Nagios: HOST ALERT: {dead};DOWN;HARD;3;' in out
     assert 'engine: fence: agent fence_ipmilan: confirmed' in out
     running = ', '.join(f'{g} on {h}' for g, h in sorted(moved.items()))
-    assert f'engine: end: {dead} failed over: {len(moved)} domUs running: {running}\n' in out
+    assert (f'engine: end: {dead} failed over (fast path: its BMC said off at the first '
+            f'failed check): {len(moved)} domUs running: {running}\n') in out, story
     places = ', '.join(f'{g} on {h}' for g, h in moved.items())
     recovered = re.search(rf'Nagios shows every guest of {dead} OK again \({places}\): '
-                          r'recovered (\d+\.\d)s after the power-off', out)
+                          r'recovered (\d+\.\d)s after the power-off, by the fast path: '
+                          'its BMC said off at the first failed check', out)
     assert recovered, story
+    if hung:
+        host, hmoved = hung
+        assert f'\n== a hung dom0: {host} ({", ".join(hmoved)}) stops answering' in out
+        running = ', '.join(f'{g} on {h}' for g, h in sorted(hmoved.items()))
+        assert f'engine: end: {host} failed over: {len(hmoved)} domUs running: {running}\n' \
+            in out, out[out.find('== a hung'):][-8000:]
+        assert re.search(rf'engine: fast: fast path: {host} is down for Nagios, but its BMC '
+                         r'says on \(', out)
+        places = ', '.join(f'{g} on {h}' for g, h in hmoved.items())
+        assert re.search(rf'Nagios shows every guest of {host} OK again \({places}\): '
+                         r'recovered \d+\.\ds after the hang, by the HARD path', out), \
+            out[out.find('== a hung'):][-8000:]
     assert out.rstrip().endswith('lab down, nothing left')
     return float(recovered[1])
 

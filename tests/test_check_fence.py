@@ -161,6 +161,23 @@ def test_warning_for_ssh_fencing_only(tmp_path):
            'it works only while h1 answers SSH)')
 
 
+def test_warning_for_storage_fencing_alone_not_probed_yet(tmp_path):
+    r = check(inventory(tmp_path, 'fencing = "storage"'))
+    assert (r.rc, r.status) == (
+        1, 'FENCE WARNING - h1: storage (not probed here yet: registrations and reserve '
+           'lists)')
+
+
+def test_critical_with_storage_behind_a_dead_bmc_says_what_is_left(lab):
+    bmc.stop(lab, 'h1')
+    r = check(lab_inventory(lab, agent_table(lab) + '[[dom0.h1.fencing]]\n'
+                                                   'method = "storage"\n'))
+    assert r.rc == 2, r
+    assert r.status.endswith('storage (not probed here yet: registrations and reserve '
+                             'lists): a failover of h1 would refuse to start anything '
+                             'unless storage fencing revokes it on every target'), r
+
+
 def test_unknown_dom0(tmp_path):
     inv = inventory(tmp_path, 'fencing = "none"')
     r = run('check_fence', '--inventory', inv, '--dom0', 'h9')
@@ -186,4 +203,5 @@ def test_usage_errors_are_unknown(tmp_path):
     assert (r.rc, r.first) == (3, 'FENCE UNKNOWN - the following arguments are required: '
                                   '--dom0')
     r = check(inventory(tmp_path, 'fencing = "none"'), timeout=0.5)
-    assert (r.rc, r.first) == (3, 'FENCE UNKNOWN - -t must be at least 1 second')
+    assert (r.rc, r.first) == (3, 'FENCE UNKNOWN - argument -t/--timeout: must be a whole '
+                                  "number of seconds from 1 to 3600, not '0.5'")

@@ -204,7 +204,8 @@ def test_state_cache_trouble_is_a_note_not_the_hosts_fault(web, tmp_path):
 
 def test_size_suffix_errors_are_usage_errors(web):
     r = run('check_xen_host', *ssh_args(web, 'dom0-1'), '-w', 'lots:')
-    assert (r.rc, r.first) == (3, "XEN_HOST UNKNOWN - not a size: 'lots' (try 512M, 4G)")
+    assert (r.rc, r.first) == (3, "XEN_HOST UNKNOWN - argument -w/--warning: not a range: "
+                                  "'lots:': its start 'lots' is not a size (try 512M, 4G)")
     r = run('check_xen_domu', '--cluster', 'x', '-H', 'y', '--domain', 'z')
     assert (r.rc, r.first) == (3, 'XEN_DOMU UNKNOWN - use either -H or --cluster')
 

@@ -186,8 +186,8 @@ CASES = {
          ["cluster.toml:2: [defaults] colour: unknown key (valid: allow_active_as_target, "
           "cluster_host, create_parallel, dedupe_window, dom0_reserve, failover_service, "
           "fence_unreachable, known_hosts, max_restart, nagios_command_file, "
-          "reboot_grace, restart_window, split_brain_recheck, ssh_key, ssh_port, "
-          "ssh_user, state_db, sudo, timeout, toolstack, toolstack_command)"]),
+          "reboot_grace, restart_window, san_netns, split_brain_recheck, ssh_key, "
+          "ssh_port, ssh_user, state_db, sudo, timeout, toolstack, toolstack_command)"]),
     'unknown section':
         ('[storage.san-1]', '[storages.x]\n[storage.san-1]',
          ["cluster.toml:14: [storages]: unknown section (did you mean 'storage'?)"]),
@@ -432,3 +432,108 @@ def test_engine_takes_the_split_brain_recheck_from_the_inventory(tmp_path):
     with StateDB(tmp_path / 's.db') as db:
         assert Engine(c, db).recheck_delay == 2.5
         assert Engine(c, db, recheck_delay=0.1).recheck_delay == 0.1   # tests, chaos
+
+
+# -- storage fencing: the method, and the per-dom0 identities it needs ---------------
+STORAGE_BASE = BASE.replace(
+    'fencing = "none"',
+    'fencing = [{ method = "agent", agent = "fence_ipmilan", ip = "127.0.10.11", '
+    'password_file = "/etc/xenha/bmc" }, { method = "storage", timeout = 15, '
+    'initiator_name = "iqn.2026-01.org.example:monitor" }]\n'
+    'san_mac = "52:54:00:AA:00:01"\ninitiator_name = "iqn.2026-01.org.example:dom0-1"'
+).replace('role = "spare"', 'role = "spare"\nsan_mac = "52:54:00:aa:00:03"')
+
+
+def test_storage_method_and_identities_load():
+    c = loads(STORAGE_BASE, 'cluster.toml')
+    d = c.dom0s['dom0-1']
+    assert d.fencing[1] == FenceMethod(
+        'storage', params=(('initiator_name', 'iqn.2026-01.org.example:monitor'),),
+        timeout=15.0)
+    assert (d.san_mac, d.initiator_name) == ('52:54:00:aa:00:01',
+                                             'iqn.2026-01.org.example:dom0-1')
+    assert c.dom0s['spare-1'].initiator_name is None
+    # alone, with iSCSI guests only (no MACs needed)
+    alone = loads(BASE.replace('fencing = "none"', 'fencing = "storage"').replace(
+        'targets = ["vol1"]', 'targets = []'), 'cluster.toml')
+    assert alone.dom0s['dom0-1'].fencing == (FenceMethod('storage'),)
+
+
+STORAGE_CASES = {
+    'san_mac: not a MAC':
+        ('san_mac = "52:54:00:AA:00:01"', 'san_mac = "52:54:00:aa:00"',
+         ["cluster.toml:8: [dom0.dom0-1] san_mac = '52:54:00:aa:00': not a MAC address "
+          "(six hex pairs with ':', e.g. '52:54:00:12:34:56')"]),
+    'san_mac: a shell and a newline in it':
+        ('san_mac = "52:54:00:AA:00:01"', 'san_mac = "52:54:00:aa:00:01\\n; rm -rf /"',
+         ["cluster.toml:8: [dom0.dom0-1] san_mac = '52:54:00:aa:00:01\\n; rm -rf /': not "
+          "a MAC address (six hex pairs with ':', e.g. '52:54:00:12:34:56')"]),
+    'san_mac: broadcast':
+        ('san_mac = "52:54:00:AA:00:01"', 'san_mac = "ff:ff:ff:ff:ff:ff"',
+         ["cluster.toml:8: [dom0.dom0-1] san_mac = 'ff:ff:ff:ff:ff:ff': a multicast or "
+          "broadcast address, not an interface's own MAC"]),
+    'san_mac: all zero':
+        ('san_mac = "52:54:00:AA:00:01"', 'san_mac = "00:00:00:00:00:00"',
+         ["cluster.toml:8: [dom0.dom0-1] san_mac = '00:00:00:00:00:00': the all-zero MAC "
+          "is no interface's address"]),
+    'san_mac: not a string':
+        ('san_mac = "52:54:00:AA:00:01"', 'san_mac = 5',
+         ["cluster.toml:8: [dom0.dom0-1] san_mac = 5: expected a string"]),
+    'san_mac: two dom0s share one':
+        ('san_mac = "52:54:00:aa:00:03"', 'san_mac = "52:54:00:aa:00:01"',
+         ["cluster.toml:14: [dom0.spare-1] san_mac = '52:54:00:aa:00:01': also the "
+          "san_mac of [dom0.dom0-1]"]),
+    'san_mac: missing with an AoE guest and storage fencing':
+        ('san_mac = "52:54:00:aa:00:03"', '',
+         ['cluster.toml:11: [dom0.spare-1]: san_mac missing: storage fencing (in the '
+          "chain of dom0-1) keeps or takes out each dom0's MAC in the AoE reserve lists"]),
+    'initiator_name: not an iSCSI name':
+        ('initiator_name = "iqn.2026-01.org.example:dom0-1"',
+         'initiator_name = "iqn.2026-13.org.example:dom0-1"',
+         ["cluster.toml:9: [dom0.dom0-1] initiator_name = 'iqn.2026-13.org.example:dom0-1':"
+          " not an iSCSI initiator name (iqn.YYYY-MM.reversed.domain[:name], eui.<16 hex> "
+          "or naa.<16 or 32 hex>, at most 223 bytes)"]),
+    'initiator_name: a space and an option':
+        ('initiator_name = "iqn.2026-01.org.example:dom0-1"',
+         'initiator_name = "iqn.2026-01.org.example:x --login"',
+         ["cluster.toml:9: [dom0.dom0-1] initiator_name = 'iqn.2026-01.org.example:x "
+          "--login': not an iSCSI initiator name (iqn.YYYY-MM.reversed.domain[:name], "
+          "eui.<16 hex> or naa.<16 or 32 hex>, at most 223 bytes)"]),
+    'initiator_name: too long':
+        ('initiator_name = "iqn.2026-01.org.example:dom0-1"',
+         f'initiator_name = "iqn.2026-01.org.example:{"x" * 200}"',
+         [f"cluster.toml:9: [dom0.dom0-1] initiator_name = 'iqn.2026-01.org.example:"
+          f"{'x' * 200}': not an iSCSI initiator name (iqn.YYYY-MM.reversed.domain[:name], "
+          f"eui.<16 hex> or naa.<16 or 32 hex>, at most 223 bytes)"]),
+    'storage method: a bad initiator_name':
+        ('initiator_name = "iqn.2026-01.org.example:monitor"',
+         'initiator_name = "monitor"',
+         ["cluster.toml:7: [dom0.dom0-1] fencing[1] initiator_name = 'monitor': not an "
+          "iSCSI initiator name (iqn.YYYY-MM.reversed.domain[:name], eui.<16 hex> or "
+          "naa.<16 or 32 hex>, at most 223 bytes)"]),
+    'storage method: an agent option':
+        ('timeout = 15,', 'timeout = 15, agent = "fence_scsi",',
+         ["cluster.toml:7: [dom0.dom0-1] fencing[1] agent: unknown key (valid: "
+          "initiator_name, method, timeout)"]),
+    'storage method: timeout not a number':
+        ('timeout = 15,', 'timeout = "15s",',
+         ["cluster.toml:7: [dom0.dom0-1] fencing[1] timeout = '15s': expected a number"]),
+}
+
+
+@pytest.mark.parametrize('old, new, expected', STORAGE_CASES.values(),
+                         ids=list(STORAGE_CASES))
+def test_storage_fencing_errors_have_exact_messages(old, new, expected):
+    assert old in STORAGE_BASE, old
+    with pytest.raises(InventoryError) as exc:
+        loads(STORAGE_BASE.replace(old, new, 1), 'cluster.toml')
+    assert exc.value.errors == expected
+
+
+def test_san_mac_not_needed_without_storage_fencing_or_aoe_guests():
+    # an agent-only cluster does not need MACs
+    loads(BASE, 'cluster.toml')
+    # storage fencing with iSCSI guests only: no MAC needed either
+    text = STORAGE_BASE.replace('san_mac = "52:54:00:aa:00:03"', '').replace(
+        'targets = ["vol1"]', 'targets = []')
+    assert loads(text, 'cluster.toml').dom0s['spare-1'].san_mac is None

@@ -95,7 +95,10 @@ def test_storage_down_no_restart_one_clear_reason(slab):
 # --- the handlers, as Nagios runs them -------------------------------------------
 def test_dom0_handler_ignores_soft_and_recovery(clab):
     inv = cluster.inventory_path(clab)
-    r = run('handle_dom0_event', '--inventory', inv, 'dom0-1', 'DOWN', 'SOFT', '1')
+    r = run('handle_dom0_event', '--inventory', inv, 'dom0-1', 'DOWN', 'SOFT', '2')
+    assert (r.rc, r.first) == (0, 'xenha: dom0-1 is DOWN SOFT attempt 2: waiting for the HARD state')
+    r = run('handle_dom0_event', '--inventory', inv, '--fast-attempt', '0', 'dom0-1', 'DOWN',
+            'SOFT', '1')
     assert (r.rc, r.first) == (0, 'xenha: dom0-1 is DOWN SOFT attempt 1: waiting for the HARD state')
     r = run('handle_dom0_event', '--inventory', inv, 'dom0-1', 'UP', 'HARD', '1')
     assert (r.rc, r.first) == (0, 'xenha: dom0-1 is UP: nothing to do')

@@ -8,6 +8,8 @@ bridge; nothing here touches the root namespace's interfaces.
 import json
 import subprocess
 
+import pytest
+
 from storage_fixtures import host_runner, run_plugin, san, ssh, wait_for  # noqa: F401
 from xenha.lab import dom0, storage, xensim
 
@@ -178,3 +180,99 @@ def test_initiator_local_mode_as_under_nrpe_on_the_dom0(san):
     r = run_plugin('check_aoe_target', '--initiator', '--shelf', '1', '--slot', '2', env=env)
     assert (r.rc, r.status) == (0, 'AOE_TARGET OK - e1.2 is up on localhost via san0, '
                                    '0.016GB')
+
+
+# -- Reserve/Release and the Mac Mask List against the real vblade -----------------------
+def test_reserve_and_mask_frames_are_vblades_layout():
+    from xenha.storage import aoe
+    src, dst = bytes.fromhex('020000000001'), bytes.fromhex('020000000002')
+    f = aoe.reserve_frame(src, dst, 1, 2, 0x11223344, aoe.RR_FORCE_SET,
+                          ['52:54:00:aa:00:01', '5254000000ff'])
+    raw = f.encode()
+    assert raw[:14].hex() == '020000000002' '020000000001' '88a2'
+    assert raw[14:24].hex() == '10' '00' '0001' '02' '03' '11223344'
+    assert raw[24:38].hex() == '02' '02' '525400aa0001' '5254000000ff'
+    assert len(raw) == 60
+    assert aoe.decode_reserve(raw[24:38]) == (2, ['52:54:00:aa:00:01', '52:54:00:00:00:ff'])
+    m = aoe.mask_frame(src, dst, 1, 2, 1, aoe.MASK_EDIT,
+                       [(aoe.MD_ADD, '52:54:00:aa:00:01')]).encode()
+    assert m[24:36].hex() == '00' '01' '00' '01' '00' '01' '525400aa0001'
+    assert aoe.decode_mask(m[24:36]) == (1, 0, ['52:54:00:aa:00:01'])
+    w = aoe.ata_write(src, dst, 1, 2, 1, 0x010203, b'z' * 512).encode()
+    assert w[24:36].hex() == '41' '00' '01' '34' '030201000000' '0000'
+    assert len(w) == 36 + 512
+    with pytest.raises(ValueError):
+        aoe.mac_bytes('52:54:00:aa:00')
+    with pytest.raises(aoe.BadFrame):
+        aoe.decode_reserve(bytes([0, 3]) + b'\1' * 6)
+
+
+def _in(lab, host):
+    from xenha.lab.initiators import netns
+    from xenha.storage import aoe
+    with netns(storage.netns_of(lab, host)):
+        sock = aoe.open_socket(storage.SAN_IF)
+    return sock, aoe.mac_bytes(aoe.probe(storage.SAN_IF, 1, 2, sock=sock)[0].mac), \
+        aoe.mac_text(sock.getsockname()[4])
+
+
+def test_reserve_list_read_set_force_set(san):
+    from xenha.storage import aoe
+    m, dst, mm = _in(san, storage.MONITOR)
+    a, _, am = _in(san, 'dom0-1')
+    b, _, bm = _in(san, 'dom0-2')
+    try:
+        assert aoe.reserve_list(m, dst, 1, 2, 1.0) == []
+        assert aoe.set_reserve_list(a, dst, 1, 2, [am], 1.0, force=False) == [am]
+        # "set" from outside the list: refused, and the answer is the list as it is
+        with pytest.raises(aoe.Refused) as refused:
+            aoe.set_reserve_list(b, dst, 1, 2, [bm], 1.0, force=False)
+        assert refused.value.reserved
+        assert str(refused.value) == f'e1.2 refused Reserve/Release from {bm}: target reserved'
+        assert aoe.reserve_list(b, dst, 1, 2, 1.0) == [am]          # reading is for all
+        # I/O from outside: "reserved" for writes and reads; IDENTIFY still answers
+        with pytest.raises(aoe.Refused) as refused:
+            aoe.write_sectors(b, dst, 1, 2, 0, b'b' * 512, 1.0)
+        assert refused.value.error == aoe.ERROR_RESERVED
+        aoe.write_sectors(a, dst, 1, 2, 0, b'a' * 512, 1.0)
+        assert aoe.probe(storage.SAN_IF, 1, 2, identify=True, sock=b)[0].identity
+        # "force set" from anyone, the monitoring node included
+        assert aoe.set_reserve_list(m, dst, 1, 2, [bm], 1.0) == [bm]
+        aoe.write_sectors(b, dst, 1, 2, 0, b'b' * 512, 1.0)
+        with pytest.raises(aoe.Refused):
+            aoe.write_sectors(a, dst, 1, 2, 0, b'a' * 512, 1.0)
+        assert aoe.set_reserve_list(m, dst, 1, 2, [], 1.0) == []   # empty: open again
+        aoe.write_sectors(a, dst, 1, 2, 0, b'a' * 512, 1.0)
+    finally:
+        for s in (m, a, b):
+            s.close()
+
+
+def test_mask_list_read_add_and_vblade_25s_edit_bugs(san):
+    """Why storage fencing never edits the mask: vblade 25's edit code walks
+    its list by MAC count as if it were a byte count."""
+    from xenha.storage import aoe
+    m, dst, mm = _in(san, storage.MONITOR)
+    a, _, am = _in(san, 'dom0-1')
+    b, _, bm = _in(san, 'dom0-2')
+    try:
+        assert aoe.mask_list(m, dst, 1, 2, 1.0) == []
+        assert aoe.edit_mask_list(m, dst, 1, 2, add=[mm], timeout=1.0) == [mm]
+        assert aoe.edit_mask_list(m, dst, 1, 2, add=[am], timeout=1.0) == [mm, am]
+        # outside a non-empty mask: no answer at all
+        with pytest.raises(aoe.NoAnswer):
+            aoe.reserve_list(b, dst, 1, 2, 0.3)
+        # a third add overwrites the second entry and counts a zero MAC
+        assert aoe.edit_mask_list(m, dst, 1, 2, add=[bm], timeout=1.0) == [
+            mm, bm, '00:00:00:00:00:00']
+        # deleting an entry but the first does nothing
+        assert aoe.edit_mask_list(m, dst, 1, 2, delete=[bm], timeout=1.0) == [
+            mm, bm, '00:00:00:00:00:00']
+        # deleting the first one kills vblade
+        with pytest.raises(aoe.NoAnswer):
+            aoe.edit_mask_list(m, dst, 1, 2, delete=[mm], timeout=0.5)
+        assert wait_for(lambda: not san.alive('vblade-e1.2'), timeout=2)
+        assert 'buffer overflow detected' in open(san.procs['vblade-e1.2'].log).read()
+    finally:
+        for s in (m, a, b):
+            s.close()

@@ -6,6 +6,8 @@ Each case runs the plugin as a subprocess and asserts the exact first line
 
 import os
 
+import pytest
+
 from storage_fixtures import host_runner, run_plugin, san, ssh, wait_for  # noqa: F401
 from xenha.lab import storage
 
@@ -320,3 +322,44 @@ def test_server_mode_over_ssh(san):
     path = storage.info(san)['targets'][1]['luns']['1']
     assert (r.rc, r.status) == (2, f'ISCSI_TARGET CRITICAL - {a}: backing store {path} '
                                    f'is missing')
+
+
+# -- writes and persistent reservations: the codec, then the real tgtd -------------------
+def test_persistent_reserve_cdbs_and_parameters():
+    from xenha.storage import iscsi
+    # PERSISTENT RESERVE OUT: service action, scope 0 | type, 4-byte list length
+    assert iscsi.pr_out_cdb(iscsi.PR_PREEMPT_AND_ABORT, 5).hex() == '5f050500000000001800'
+    assert iscsi.pr_out_parameters(0x1122334455667788, 0xaa).hex() == (
+        '1122334455667788' '00000000000000aa' '00000000' '00' '00' '0000')
+    assert iscsi.pr_out_parameters(1, aptpl=True)[20] == 1
+    # PERSISTENT RESERVE IN: allocation length in bytes 7-8
+    assert iscsi.pr_in_cdb(iscsi.PR_READ_RESERVATION, 24).hex() == '5e010000000000001800'
+    assert iscsi.parse_read_keys(bytes.fromhex('00000007' '00000010' '0000000000000001'
+                                               '78683e8750d5948b')) == (
+        7, [1, 0x78683e8750d5948b])
+    assert iscsi.parse_read_keys(bytes.fromhex('00000000' '00000000')) == (0, [])
+    held = bytes.fromhex('00000004' '00000010' '78683e8750d5948b' '00000000' '00' '05'
+                         '0000')
+    r = iscsi.parse_read_reservation(held)
+    assert (r.generation, r.key, r.type, r.held, r.type_name) == (
+        4, 0x78683e8750d5948b, 5, True, 'Write Exclusive - Registrants Only')
+    assert not iscsi.parse_read_reservation(bytes(8)).held
+    with pytest.raises(iscsi.ProtocolError):
+        iscsi.parse_read_keys(b'\0\0')
+    with pytest.raises(ValueError):
+        iscsi.write10(None, 1, 0, b'x' * 100, 512)
+
+
+def test_large_write_goes_out_after_r2t_and_reads_back(san):
+    """More than the target takes as immediate data: the rest follows its R2Ts."""
+    from xenha.storage import iscsi
+    st = storage.info(san)
+    s = iscsi.Session(iscsi.Portal(st['portal'], st['port']),
+                      storage.initiator_name('dom0-1'), st['targets'][0]['name'], timeout=5)
+    with s:
+        s.login()
+        iscsi.test_unit_ready(s, 1)
+        data = bytes(range(256)) * 512            # 128 KiB: immediate 8 KiB, then R2T
+        iscsi.write10(s, 1, 100, data, 512)
+        assert iscsi.read10(s, 1, 100, len(data) // 512, 512) == data
+        s.logout()

@@ -116,7 +116,15 @@ def test_xm_info_3_2_colon_in_value():
     (load('xl_list_not_root_stderr.txt'),
      "cannot parse info line 'libxl: error: libxl.c:102:libxl_ctx_alloc: cannot open libxc handle: Permission denied'"),
     ('host : x\nfree_memory : 12\n', 'toolstack info has no total_memory'),
-    ('total_memory : lots\nfree_memory : 12\n', 'toolstack info: memory is not a number'),
+    ('total_memory : lots\nfree_memory : 12\n',
+     "toolstack info: total_memory is not a number of MiB ('lots')"),
+    # negative or impossible memory is garbage, not a full host (was CRITICAL)
+    ('total_memory : 4096\nfree_memory : -512\n',
+     "toolstack info: free_memory is not a number of MiB ('-512')"),
+    ('total_memory : 4096\nfree_memory : 1_024\n',
+     "toolstack info: free_memory is not a number of MiB ('1_024')"),
+    ('total_memory : 1024\nfree_memory : 4096\n',
+     'toolstack info: free_memory (4096 MiB) is more than total_memory (1024 MiB)'),
 ])
 def test_info_garbage_is_refused(text, message):
     with pytest.raises(UnparseableOutput) as err:

@@ -33,7 +33,7 @@ RUNS, DOUBT, REBOOTING, FREE = 'runs', 'doubt', 'rebooting', 'free'
 
 
 class Host(namedtuple('Host', 'name answered present last_answer last_listing fenced_at '
-                              'address', defaults=(None,))):
+                              'address revoked', defaults=(None, frozenset()))):
     """One dom0 as a job sees it.
 
     answered      it answered the job's two live looks
@@ -41,6 +41,7 @@ class Host(namedtuple('Host', 'name answered present last_answer last_listing fe
     last_answer   Unix time of its newest listing, live or cached (None: never)
     last_listing  domU names of that listing
     fenced_at     a confirmed fence recorded at or after its last answer (None: none)
+    revoked       targets on which its write access is revoked (storage fencing)
     """
     __slots__ = ()
 
@@ -73,20 +74,27 @@ def clock(at: float) -> str:
 
 def account(name: str, hosts: dict[str, Host], sightings: list[Sighting], *,
             now: float, reboot_grace: float, failed: str | None = None,
-            failed_listing=frozenset()) -> Verdict:
+            failed_listing=frozenset(), targets=frozenset()) -> Verdict:
     """Where `name` may be running, from the facts; see the module's docstring.
 
     `failed`: the dom0 being failed over (fenced by this job, or "none" by the
     inventory's explicit choice): its guests died with it.  `failed_listing`:
-    the domU names of its last listing.
+    the domU names of its last listing.  `targets`: the guest's disks; a
+    silent dom0 revoked on all of them (storage fencing) cannot write them,
+    so it is accounted for as far as this guest goes.
     """
     on = sorted(h.name for h in hosts.values() if h.answered and name in h.present)
     if on:
         return Verdict(RUNS, on[0])
     last_seen = max((s.seen_at for s in sightings), default=None)
     for h in hosts.values():
-        if h.name == failed or h.accounted:
+        if h.name == failed or h.accounted or (targets and targets <= h.revoked):
             continue
+        if h.revoked:
+            missing = ', '.join(sorted(targets - h.revoked)) or 'none: it has no disk'
+            return Verdict(DOUBT, h.name, f'{name} may run on {h.name}, {h.silent_since()}, '
+                           f'is not power-fenced and not revoked on all of {name}\'s disks '
+                           f'(not revoked: {missing})')
         if name in h.last_listing:
             return Verdict(DOUBT, h.name, f'{name} may run on {h.name}, {h.silent_since()} '
                            f'and is not fenced (its last listing shows {name})')
@@ -112,7 +120,11 @@ def account(name: str, hosts: dict[str, Host], sightings: list[Sighting], *,
     return Verdict(FREE)
 
 
-def way_out(verdict: Verdict) -> str:
-    """What the operator runs about a guest in doubt."""
+def way_out(verdict: Verdict, failing: str | None = None) -> str:
+    """What the operator runs about a guest in doubt (`failing`: the dom0 the
+    job fails over, when it is the one in question: fenced at the storage only)."""
+    if verdict.host == failing:
+        return (f'power {failing} off (its BMC, or by hand), or give the guest a disk '
+                f'storage fencing can revoke, then run `xenha failover {failing}` again')
     return (f'run `xenha failover {verdict.host}` (fences it and moves its guests) '
             f'or fix what cuts {verdict.host} off')

@@ -1,4 +1,11 @@
-"""`xenha`: the admin command (failover, restart, status, journal, render, lab, demo)."""
+"""`xenha`: the admin command (failover, restart, unfence, boot-script, status, journal,
+render, lab, demo).
+
+Every command answers in lines an operator reads on a terminal: whatever a
+host, a guest or the state database holds, no control character or terminal
+escape reaches it (they print as '?').  What goes wrong is one line, ``xenha:
+refused: …`` (an unusable state database or inventory) or ``xenha: COMMAND:
+unexpected …``, with the traceback only at -vvv."""
 
 from __future__ import annotations
 
@@ -36,7 +43,8 @@ def cmd_failover(args) -> int:
     cluster = _load(args)
     engine = Engine(cluster, say=None if args.quiet else _stamp)
     try:
-        report = engine.failover(args.dom0, dry_run=args.dry_run, why=args.why or '')
+        report = engine.failover(args.dom0, dry_run=args.dry_run, why=args.why or '',
+                                 if_off=args.if_off)
     except KeyError as exc:
         print(f'xenha: {exc.args[0]}', file=sys.stderr)
         return 2
@@ -73,6 +81,29 @@ def cmd_restart(args) -> int:
     return report.code
 
 
+def cmd_unfence(args) -> int:
+    from xenha.failover import Engine
+    from xenha.unfence import unfence
+    cluster = _load(args)
+    if args.dom0 not in cluster.dom0s:
+        print(f'xenha: no dom0 {args.dom0!r} in {cluster.source}', file=sys.stderr)
+        return 2
+    report = unfence(Engine(cluster, say=None if args.quiet else _stamp), args.dom0,
+                     why=args.why or '')
+    print(report.message)
+    return report.code
+
+
+def cmd_boot_script(args) -> int:
+    from xenha.unfence import boot_script
+    cluster = _load(args)
+    if args.dom0 not in cluster.dom0s:
+        print(f'xenha: no dom0 {args.dom0!r} in {cluster.source}', file=sys.stderr)
+        return 2
+    sys.stdout.write(boot_script(cluster, args.dom0))
+    return 0
+
+
 def cmd_status(args) -> int:
     from xenha.status import status
     return status(_load(args), live=args.live)
@@ -85,11 +116,26 @@ def cmd_journal(args) -> int:
     with StateDB(cluster.defaults.state_db) as db:
         rows = db.journal_rows(job=args.job, since=since, dom0=args.dom0)
     for r in rows[-args.last:] if args.last else rows:
-        when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r['at']))
-        where = '/'.join(x for x in (r['dom0'], r['domu']) if x)
-        print(f"{when}.{int(r['at'] % 1 * 1000):03d} {r['level']:<7} {r['step']:<8} "
-              f"{where:<18} {r['message']}  [{r['job'] or '-'}]")
+        print(journal_line(r))
     return 0
+
+
+def journal_line(r: dict) -> str:
+    """One journal entry on one line, whatever its fields hold: a message with a
+    line break or a terminal escape (a hostile host name, a forged row) shows
+    them escaped, never as a second, forged entry."""
+    def field(value) -> str:
+        text = '' if value is None else str(value)
+        return text if text.isprintable() else repr(text)[1:-1]
+    at = r['at'] if isinstance(r['at'], (int, float)) and r['at'] == r['at'] else 0.0
+    try:
+        when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(at))
+        millis = int(at % 1 * 1000)
+    except (OverflowError, ValueError, OSError):
+        when, millis = '????-??-?? ??:??:??', 0
+    where = '/'.join(field(x) for x in (r['dom0'], r['domu']) if x)
+    return (f"{when}.{millis:03d} {field(r['level']):<7} {field(r['step']):<8} "
+            f"{where:<18} {field(r['message'])}  [{field(r['job']) or '-'}]")
 
 
 def cmd_render(args) -> int:
@@ -112,8 +158,14 @@ def cmd_demo(args) -> int:
     return demo.run(args)
 
 
+def _verbose_arg(p) -> None:
+    p.add_argument('-v', '--verbose', action='count', default=0,
+                   help='-vvv: a traceback when something unexpected happens')
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='xenha', description=__doc__)
+    p = argparse.ArgumentParser(prog='xenha', description=__doc__.split('\n')[0])
+    _verbose_arg(p)
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
     s = sub.add_parser('failover', help='fail a dom0 over to the spares (or show the plan)')
@@ -121,8 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--dry-run', action='store_true',
                    help='print the plan (fencing, victims, placement) and change nothing')
     s.add_argument('--why', help='reason recorded in the journal')
+    s.add_argument('--if-off', action='store_true',
+                   help="the fast path: fail over only if the dom0's BMC says its power "
+                        'is off (the handler uses it at the first failed check)')
     s.add_argument('-q', '--quiet', action='store_true', help='no step-by-step narration')
     _inventory_arg(s)
+    _verbose_arg(s)
     s.set_defaults(func=cmd_failover)
 
     s = sub.add_parser('restart', help='restart a domU in place (or relocate it)')
@@ -133,12 +189,30 @@ def build_parser() -> argparse.ArgumentParser:
                         'minutes: you checked (xl list, ps) that it will not finish')
     s.add_argument('-q', '--quiet', action='store_true')
     _inventory_arg(s)
+    _verbose_arg(s)
     s.set_defaults(func=cmd_restart)
+
+    s = sub.add_parser('unfence', help='a repaired dom0 may write its disks again '
+                       '(storage fencing)')
+    s.add_argument('dom0')
+    s.add_argument('--why', help='reason recorded in the journal')
+    s.add_argument('-q', '--quiet', action='store_true')
+    _inventory_arg(s)
+    _verbose_arg(s)
+    s.set_defaults(func=cmd_unfence)
+
+    s = sub.add_parser('boot-script', help="the script a dom0 runs at boot to register "
+                       'on its disks (storage fencing)')
+    s.add_argument('dom0')
+    _inventory_arg(s)
+    _verbose_arg(s)
+    s.set_defaults(func=cmd_boot_script)
 
     s = sub.add_parser('status', help='where each domU runs')
     s.add_argument('--live', action='store_true',
                    help='ask every dom0 now instead of reading the state cache')
     _inventory_arg(s)
+    _verbose_arg(s)
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser('journal', help='what the engine decided and did')
@@ -147,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--since', type=float, metavar='S', help='the last S seconds only')
     s.add_argument('--last', type=int, metavar='N', help='the last N entries only')
     _inventory_arg(s)
+    _verbose_arg(s)
     s.set_defaults(func=cmd_journal)
 
     s = sub.add_parser('render', help='generate Nagios, Icinga 2 and Xen configuration')
@@ -180,9 +255,70 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Clean:
+    """A text stream that prints control characters (but line ends) as '?' and
+    drops terminal escape sequences."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        from xenha.grammar import CONTROL
+        from xenha.plugin import _ANSI
+        text = _ANSI.sub('', text)
+        self.stream.write(CONTROL.sub(lambda m: m.group() if m.group() in '\n\t'
+                                      else '?', text))
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    import traceback
+    from xenha.plugin import verbosity
+    raw = sys.argv[1:] if argv is None else list(argv)
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Clean(out), _Clean(err)
+    try:
+        args = build_parser().parse_args(argv)
+        try:
+            return args.func(args)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback (but -vvv)
+            print(refusal(args.command, exc), file=sys.stderr)
+            if verbosity(raw) >= 3:
+                traceback.print_exc()
+            return 2 if _known(exc) else 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = out, err
+
+
+def _known(exc: Exception) -> bool:
+    """An unusable state database or storage of it, an unreadable file, a host
+    that cannot be reached: the operator's to fix, said as a refusal."""
+    import sqlite3
+    from xenha.runner import RunnerError
+    from xenha.state import StateDBError
+    return isinstance(exc, (StateDBError, sqlite3.Error, RunnerError, OSError))
+
+
+def refusal(command: str, exc: Exception) -> str:
+    from xenha.plugin import describe, where
+    if _known(exc):
+        import sqlite3
+        why = describe(exc)
+        if isinstance(exc, sqlite3.OperationalError) and 'locked' in why:
+            why = f'the state database is locked by another process ({why})'
+        elif isinstance(exc, sqlite3.Error):
+            why = f'the state database cannot be used ({why})'
+        return f'xenha: refused: {why}'
+    at = where(exc)
+    return (f'xenha: {command}: unexpected {type(exc).__name__}' + (f' in {at}' if at else '')
+            + f': {describe(exc)}')
 
 
 if __name__ == '__main__':

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from xenha import accounting, fencing
 from xenha.inventory import Cluster, Dom0, DomU, Target
 from xenha.nagios import CommandFile
-from xenha.runner import RunnerError, SSHOptions, SSHRunner
+from xenha.runner import HostTimeout, RunnerError, SSHOptions, SSHRunner
 from xenha.state import StateDB
 from xenha.xen import Domain, HostInfo, Toolstack, ToolstackError, failure_reason
 
@@ -45,6 +45,8 @@ DOMU_SERVICE = 'xen domain'     # the service every rendered domU host carries
 # A create whose answer was lost and whose domain never showed: for this long
 # no job starts that domU anywhere else (a queued or hung xl may still build it)
 PENDING_WINDOW = 600.0
+# The fast path asks the BMC at the first failed host check: about a second
+FAST_STATUS_TIMEOUT = 2.0
 
 
 class HostView(namedtuple('HostView', 'name domains info error at')):
@@ -77,6 +79,8 @@ class Report:
     steps: list = field(default_factory=list)      # (step, seconds)
     plan: 'Plan | None' = None
     followups: list = field(default_factory=list)  # Reports of dom0s this job fenced
+    path: str = 'hard'            # hard (Nagios HARD DOWN) | fast (BMC said off)
+    storage_only: bool = False    # fenced at the storage only (not powered off)
 
     @property
     def code(self) -> int:
@@ -114,7 +118,8 @@ class Plan:
             lines.append(f'  {name}: waits: {v.why}; looking again at '
                          f'{accounting.clock(v.until)}')
         for name, v in self.doubtful.items():
-            lines.append(f'  {name}: NOT restarted: {v.why}: {accounting.way_out(v)}')
+            lines.append(f'  {name}: NOT restarted: {v.why}: '
+                         f'{accounting.way_out(v, self.dom0)}')
         for name, why in {**self.skipped, **self.unplaced}.items():
             lines.append(f'  {name}: NOT restarted: {why}')
         if not (self.victims or self.skipped or self.already or self.doubtful
@@ -145,6 +150,8 @@ class Engine:
         self._runners: dict[str, SSHRunner] = {}
         self._lock = threading.Lock()
         self.job = ''
+        self._not_fast = ''
+        self.storage_only: set[str] = set()    # dom0s this job revoked, not powered off
 
     # -- reaching dom0s ------------------------------------------------------------
     def runner(self, host: Dom0 | str, timeout: float | None = None) -> SSHRunner:
@@ -257,6 +264,7 @@ class Engine:
         """Each dom0 as the accounting sees it: the looks, its newest listing
         (the looks recorded theirs) and any fence recorded since."""
         fenced = self.db.fenced_hosts()
+        revoked = self.db.revoked()
         out = {}
         for h in self.cluster.dom0s.values():
             lk = looks.get(h.name)
@@ -269,7 +277,8 @@ class Engine:
                 h.name, bool(lk and lk.answered) and h is not failed,
                 lk.present if lk and lk.answered else frozenset(), at,
                 frozenset(d['name'] for d in last.domains if d['state'] != 'inactive')
-                if last else frozenset(), fenced_at, h.address)
+                if last else frozenset(), fenced_at, h.address,
+                revoked.get(h.address, frozenset()))
         return out
 
     def verdicts(self, names, facts: dict[str, accounting.Host],
@@ -282,9 +291,11 @@ class Engine:
         for name in names:
             seen = [accounting.Sighting(by_addr.get(s.host, s.host), s.seen_at,
                                         s.missing_since) for s in self.db.sightings(name)]
+            u = self.cluster.domus.get(name)
             out[name] = accounting.account(
                 name, facts, seen, now=now, reboot_grace=self.d.reboot_grace,
-                failed=failed.name if failed else None, failed_listing=failed_listing)
+                failed=failed.name if failed else None, failed_listing=failed_listing,
+                targets=frozenset(u.targets) if u else frozenset())
         return out
 
     # -- planning ------------------------------------------------------------------------
@@ -339,8 +350,11 @@ class Engine:
             victims, plan.skipped = self.victims(failed, looks)
         else:       # victims of an earlier round (one back where it ran is `already`)
             victims = [self.cluster.domus[n] for n in sorted(only)]
-        verdicts = self.verdicts([u.name for u in victims], self.facts(looks, failed),
-                                 failed)
+        # a dom0 fenced at the storage only may still run its guests, cut off
+        # from the disks it was revoked on: it is accounted like a silent one
+        fenced = None if dom0 in self.storage_only else failed
+        verdicts = self.verdicts([u.name for u in victims], self.facts(looks, fenced),
+                                 fenced)
         for u in victims:
             v = verdicts[u.name]
             if v.kind == accounting.RUNS:
@@ -395,45 +409,125 @@ class Engine:
 
     # -- the steps ---------------------------------------------------------------------
     def confirm_gone(self, failed: Dom0) -> str | None:
-        """None when the dom0 does not answer; else what it answered."""
+        """None when the dom0 does not answer; else what it answered.
+
+        More patient than the host check that declared it down: a dom0 that
+        only answers slowly (a banner up to the check's -t, an overloaded or
+        emulated host) answers here and is not fenced.  A probe that waited
+        that long and got nothing is the last; a refused one is tried again a
+        moment later (a restarting sshd)."""
+        patience = max(1.5 * self.cluster.timing.dom0_check_timeout, 2.0)
         for attempt in range(self.confirm_probes):
             if attempt:
                 time.sleep(self.probe_interval)
-            probe = self.runner(failed, timeout=min(self.d.timeout, 3.0))
+            # the runner gives 40% of its budget to connecting: that is `patience`
+            probe = self.runner(failed, timeout=patience / 0.4 + 0.5)
             try:
-                self.toolstack(failed, probe).list()
+                self.toolstack(failed, probe, timeout=self.d.timeout).list()
                 return f'{failed.name} answers SSH and its toolstack lists domains'
             except ToolstackError as exc:
                 return f'{failed.name} answers SSH (toolstack trouble: {exc})'
             except RunnerError as exc:
                 self.log('confirm', f'probe {attempt + 1}/{self.confirm_probes}: {exc}',
                          dom0=failed.name)
+                if isinstance(exc, HostTimeout):
+                    break
             finally:
                 probe.close()
         return None
 
-    def fence(self, failed: Dom0) -> fencing.FenceOutcome:
+    def fence(self, failed: Dom0, elsewhere=frozenset()) -> fencing.FenceOutcome:
+        """The dom0's fence chain; a storage method revokes it on the targets of
+        every guest it may run (recorded, so the accounting knows) but those in
+        `elsewhere` (running on a dom0 that answers: their disks are not
+        touched, nothing ever takes a running guest's writer away)."""
+        storage = (self.storage_fence(failed, elsewhere)
+                   if any(m.method == 'storage' for m in failed.fencing) else None)
         outcome = fencing.fence(
             failed.name, failed.fencing,
             runner_factory=lambda name: self.runner(name, timeout=self.d.timeout),
             timeout=max(sum(m.timeout for m in failed.fencing), 10.0),
-            toolstack=failed.toolstack, toolstack_command=failed.toolstack_command)
+            toolstack=failed.toolstack, toolstack_command=failed.toolstack_command,
+            storage=storage)
         for a in outcome.attempts:
             self.log('fence', f'{a.method}: {"confirmed" if a.ok else "failed"}: '
                      f'{a.message} ({a.seconds:.1f}s)', 'info' if a.ok else 'error',
                      dom0=failed.name)
         if outcome.skipped:
             self.log('fence', outcome.message, 'warning', dom0=failed.name)
+        if outcome.revoked:
+            self.db.record_revoked(failed.address, *outcome.revoked)
         return outcome
 
+    def exposed(self, host: Dom0) -> list[DomU]:
+        """The domUs `host` may run: its last listing, homed there, or left in
+        doubt because of it."""
+        last = self.db.listing(host.address)
+        names = {d['name'] for d in (last.domains if last else [])}
+        names |= {u.name for u in self.cluster.domus_homed_on(host.name)}
+        names |= {n for n, (h, _w, _a) in self.db.doubts().items() if h == host.name}
+        return [u for n, u in self.cluster.domus.items() if n in names]
+
+    def storage_fence(self, host: Dom0, elsewhere=frozenset()) -> fencing.StorageFence:
+        """What the storage method revokes `host` on: the disks of every guest
+        it may run but those running elsewhere; the other dom0s keep their
+        access (AoE reserve lists)."""
+        from xenha.storage import reservations
+        targets = {t.name: t for u in self.exposed(host) if u.name not in elsewhere
+                   for t in self.cluster.targets_of(u)}
+        keep = tuple(reservations.dom0(h) for h in self.cluster.dom0s.values() if h is not host)
+        return fencing.StorageFence(tuple(targets.values()), reservations.dom0(host),
+                                    keep=keep, opener=self.aoe_opener())
+
+    def aoe_opener(self):
+        """Raw AoE sockets on our SAN interface (in `san_netns` when set)."""
+        if not self.d.san_netns:
+            return None
+        from xenha.storage import aoe
+        return lambda interface: aoe.open_socket(interface, self.d.san_netns)
+
+    @property
+    def storage_fencing(self) -> bool:
+        """Is storage fencing in any dom0's chain (then every attach registers)?"""
+        return any(m.method == 'storage' for h in self.cluster.dom0s.values()
+                   for m in h.fencing)
+
+    def make_writer(self, host: Dom0, runner, target: Target) -> str | None:
+        """Storage fencing: `host` may write `target` (None), or why not."""
+        from xenha.storage import reservations
+        who = reservations.dom0(host)
+        if target.kind == 'iscsi':
+            r = runner.run(reservations.sg_persist_register(target.device, who.pr_key),
+                           self.d.timeout)
+            return None if r.exit == 0 else \
+                f'cannot register {host.name} on {target.name}: {r.reason()}'
+        out = reservations.register(target, who, timeout=self.d.timeout,
+                                    opener=self.aoe_opener(), open_ok=True)
+        return None if out.confirmed else out.message
+
+    def _fenced_by(self, failed: Dom0, attempt: fencing.Attempt) -> fencing.FenceOutcome:
+        """The fast path's power status was the fence's confirmation."""
+        self.log('fence', f'{attempt.method}: confirmed: {attempt.message} (the fast '
+                 f'path\'s status, {attempt.seconds:.1f}s)', dom0=failed.name)
+        return fencing.FenceOutcome(True, attempt.method, f'{failed.name} fenced by '
+                                    f'{attempt.method}: {attempt.message}', attempt.seconds,
+                                    (attempt,))
+
     def attach(self, host: Dom0, targets: list[Target]) -> dict[str, str | None]:
-        """Log `host` in to each target (in parallel); target -> None (ok) or why not."""
+        """Log `host` in to each target (in parallel); target -> None (ok) or why not.
+
+        With storage fencing in the inventory, `host` is then made a writer:
+        registered on the LUN from its own session (iSCSI), in the reserve
+        list when the target keeps one (AoE) — a revoke elsewhere leaves the
+        LUN to registrants only."""
         from xenha.storage import attach
         runner = self.runner(host)
 
         def one(t: Target):
             try:
                 why = attach.attach(runner, t, timeout=self.d.timeout)
+                if why is None and self.storage_fencing:
+                    why = self.make_writer(host, runner, t)
             except RunnerError as exc:
                 why = str(exc)
             self.log('storage', f'{host.name}: {t.name} ({t.device}): '
@@ -591,7 +685,14 @@ class Engine:
                     report.failed[name] = why
 
     # -- the job --------------------------------------------------------------------------
-    def failover(self, dom0: str, dry_run: bool = False, why: str = '') -> Report:
+    def failover(self, dom0: str, dry_run: bool = False, why: str = '',
+                 if_off: bool = False) -> Report:
+        """Fail `dom0` over (see the module's docstring).
+
+        `if_off`: the fast path, at the first failed host check: only when the
+        dom0's BMC says its power is off (a power loss is a fact, and the fence
+        is confirmed by that answer); on, or no answer, changes nothing and the
+        HARD state decides, as acting then could fence a healthy host."""
         if dom0 not in self.cluster.dom0s:
             raise KeyError(f'no dom0 {dom0!r} in {self.cluster.source}')
         self.job = f'{time.strftime("%Y%m%dT%H%M%S")}-{dom0}-{uuid.uuid4().hex[:6]}'
@@ -601,6 +702,15 @@ class Engine:
             report.result, report.message = 'plan', '\n'.join(
                 report.plan.describe(self.cluster))
             return report
+        power_off = None
+        if if_off:
+            # before the lease: a HARD event meanwhile must find it free
+            power_off = self.power_lost(self.cluster.dom0s[dom0])
+            if power_off is None:
+                report.result = 'noop'
+                report.message = self._not_fast
+                return report
+            report.path = 'fast'
         lease = self.db.take_lease(dom0, self.job)
         if lease is None:
             report.result = 'noop'
@@ -614,7 +724,7 @@ class Engine:
         fenced_too: list[str] = []
         try:
             with lease:
-                self._failover(dom0, report, why, fenced_too)
+                self._failover(dom0, report, why, fenced_too, power_off)
         except Exception as exc:  # noqa: BLE001 - a crash is journaled, then re-raised
             report.result, report.message = 'failed', f'engine error: {exc!r}'
             self.log('end', report.message, 'error', dom0=dom0)
@@ -624,15 +734,41 @@ class Engine:
             self.close()
             report.steps.append(('total', time.monotonic() - started))
         self.tell_nagios(report)
-        # the dom0s this job fenced because they might run its guests: their own
-        # guests died with them, so each is failed over now (a job of its own)
+        # the dom0s this job fenced (or tried to) because they might run its
+        # guests: their own guests may have died with them, so each is failed
+        # over now, a job of its own (it confirms and fences again, or refuses)
         for host in fenced_too:
             job = self.job
             report.followups.append(self.failover(
                 host, why=f'fenced by the failover of {dom0} (job {job}, fence_unreachable)'))
         return report
 
-    def _failover(self, dom0: str, report: Report, why: str, fenced_too: list) -> None:
+    def power_lost(self, host: Dom0) -> fencing.Attempt | None:
+        """The fast path's question to the first fence agent of the chain: is the
+        power off?  Bounded to FAST_STATUS_TIMEOUT; an Attempt (the confirmed
+        fence) when it says off, else None and `_not_fast` says why."""
+        method = next((m for m in host.fencing if m.method == 'agent'), None)
+        if method is None:
+            self._not_fast = (f'fast path: {host.name} has no fence agent to ask for its '
+                              'power state: the HARD state decides')
+            self.log('fast', self._not_fast, dom0=host.name)
+            return None
+        t = time.monotonic()
+        state, message = fencing.power_state(method, min(method.timeout, FAST_STATUS_TIMEOUT))
+        took = time.monotonic() - t
+        if state != 'off':
+            self._not_fast = (f'fast path: {host.name} is down for Nagios, but '
+                              + (f'its BMC says on ({message}, {took:.1f}s): hung, cut off '
+                                 'or a blip, not a power loss' if state == 'on' else
+                                 f'its BMC gives no power state ({message})')
+                              + ': nothing done, the HARD state decides')
+            self.log('fast', self._not_fast, dom0=host.name)
+            return None
+        return fencing.Attempt(fencing.label(method), True,
+                               f'{message}: powered off, fenced', took)
+
+    def _failover(self, dom0: str, report: Report, why: str, fenced_too: list,
+                  power_off: fencing.Attempt | None = None) -> None:
         failed = self.cluster.dom0s[dom0]
         last = self.db.last_failover(dom0)
         if last and last['result'] == 'ok' and \
@@ -644,8 +780,10 @@ class Engine:
             self.log('dedupe', report.message, dom0=dom0)
             return
         self.db.start_failover(self.job, dom0)
-        self.log('start', f'failover of {dom0} begins' + (f' ({why})' if why else ''),
-                 dom0=dom0)
+        self.log('start', f'failover of {dom0} begins' + (f' ({why})' if why else '')
+                 + (f'; fast path: its BMC says off ({power_off.method} status: off, '
+                    f'{power_off.seconds:.1f}s): a power loss, not waiting for the HARD '
+                    'state' if power_off else ''), dom0=dom0)
         t = time.monotonic()
         # the split-brain guard's first look runs while we confirm and fence
         looking = ThreadPoolExecutor(max_workers=1)
@@ -658,15 +796,34 @@ class Engine:
             return self._end(report, 'refused', f'{alive}: not failing over')
         self.log('confirm', f'{dom0} does not answer: gone', dom0=dom0)
         t = time.monotonic()
-        outcome = self.fence(failed)
+        if power_off is not None:
+            outcome = self._fenced_by(failed, power_off)
+        else:
+            elsewhere = frozenset()
+            if any(m.method == 'storage' for m in failed.fencing):
+                _, views = first_look.result()
+                elsewhere = frozenset(d.name for v in views.values() if v.ok
+                                      for d in v.domains if d.state.present)
+            outcome = self.fence(failed, elsewhere)
         report.steps.append(('fence', time.monotonic() - t))
-        if not outcome.ok:
+        if not outcome.ok and not outcome.revoked:
             first_look.result()
             return self._end(report, 'failed', outcome.message)
-        if not outcome.skipped:
+        if outcome.ok and outcome.method != 'storage' and not outcome.skipped:
             # the checks stop trusting its cached listing (no false split brain
             # while its guests start elsewhere); victims still come from it
             self.db.record_fenced(failed.address)
+        elif not outcome.skipped:
+            # revoked at the storage, not powered off: only a guest whose every
+            # disk refuses it may start elsewhere (the accounting decides)
+            self.storage_only.add(dom0)
+            report.storage_only = True
+            self.log('fence', f'{dom0} is fenced at the storage only (revoked on '
+                     f'{", ".join(outcome.revoked)}'
+                     + (f'; NOT on {", ".join(outcome.unrevoked)}' if outcome.unrevoked
+                        else '') + '): it may still run, cut off from those disks; a '
+                     'guest whose disks are not all revoked is not started',
+                     'warning', dom0=dom0)
         waiting = self._place_and_start(dom0, report, first_look.result(), fenced_too)
         # guests that may be rebooting where they last ran: planned again once
         # their grace is over (the others did not wait for them); bounded, for a
@@ -704,8 +861,14 @@ class Engine:
             t = time.monotonic()
             plan = self.plan(dom0, first_look, only)
             if plan.doubtful and self.d.fence_unreachable:
-                fenced = self.fence_silent({v.host for v in plan.doubtful.values()}, dom0)
-                fenced_too.extend(h for h in fenced if h not in fenced_too)
+                running = frozenset(d.name for doms in plan.listings.values()
+                                    if not isinstance(doms, Exception) for d in doms
+                                    if d.state.present)
+                fenced, tried = self.fence_silent({v.host for v in plan.doubtful.values()},
+                                                  dom0, running)
+                # each gets a failover of its own: confirmed or not, its power
+                # may be off now, and it does not answer anyway
+                fenced_too.extend(h for h in tried if h not in fenced_too)
                 if fenced:
                     plan = self.plan(dom0, None, only)
             first = report.plan is None
@@ -717,7 +880,7 @@ class Engine:
                 if only is None or not line.startswith(('  fence', '  spare ', '  no domU')):
                     self.log('plan', line.strip(), dom0=dom0)
             for name, v in plan.doubtful.items():
-                report.failed[name] = f'{v.why}: not started; {accounting.way_out(v)}'
+                report.failed[name] = f'{v.why}: not started; {accounting.way_out(v, dom0)}'
                 self.db.record_doubt(name, v.host, v.why, self.job)
             report.skipped.update(plan.skipped)
             report.failed.update(plan.unplaced)
@@ -745,11 +908,13 @@ class Engine:
                    for name, v in waiting.items()):
                 return
 
-    def fence_silent(self, hosts: set[str], why_for: str) -> list[str]:
+    def fence_silent(self, hosts: set[str], why_for: str,
+                     elsewhere=frozenset()) -> tuple[list[str], list[str]]:
         """fence_unreachable: fence each of `hosts` (silent dom0s that may run a
-        guest of `why_for`) through its own chain; the confirmed ones are
-        recorded and returned.  A dom0 whose own failover runs is left to it."""
-        done = []
+        guest of `why_for`) through its own chain.  Returns (confirmed: recorded
+        as fenced, tried: every dom0 a fence was sent to, whose guests may have
+        died with it).  A dom0 whose own failover runs is left to it."""
+        done, tried = [], []
         for name in sorted(hosts):
             host = self.cluster.dom0s[name]
             lease = self.db.take_lease(name, self.job)
@@ -761,14 +926,17 @@ class Engine:
                 self.log('fence', f'{name} does not answer and may run guests of '
                          f'{why_for}: fencing it (fence_unreachable = true)', 'warning',
                          dom0=name)
-                outcome = self.fence(host)
-                if outcome.ok and not outcome.skipped:
+                tried.append(name)
+                outcome = self.fence(host, elsewhere)
+                if outcome.ok and outcome.method != 'storage' and not outcome.skipped:
                     self.db.record_fenced(host.address)
+                    done.append(name)
+                elif outcome.revoked:       # recorded: the accounting counts it
                     done.append(name)
                 else:
                     self.log('fence', f'{name} not fenced: {outcome.message}', 'error',
                              dom0=name)
-        return done
+        return done, tried
 
     def _end(self, report: Report, result: str, message: str) -> None:
         report.result, report.message = result, message
@@ -822,4 +990,8 @@ def _summary(dom0: str, report: Report) -> str:
     if report.skipped:
         parts.append('left alone: ' + '; '.join(f'{n}: {w}' for n, w in
                                                 sorted(report.skipped.items())))
-    return f'{dom0} failed over: ' + ('; '.join(parts) if parts else 'no domU to move')
+    path = (' (fast path: its BMC said off at the first failed check)'
+            if report.path == 'fast' else
+            f' (fenced at the storage only: {dom0} may still run, its old copies cannot '
+            'write their disks)' if report.storage_only else '')
+    return f'{dom0} failed over{path}: ' + ('; '.join(parts) if parts else 'no domU to move')

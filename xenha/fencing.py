@@ -18,6 +18,16 @@ engine must not start anything ("fencing failed: not starting anything").
     running, and a host that was hung (not dead) may resume and write to shared
     disks again; Pacemaker says the same of its ssh agents.  Use it behind a
     power method, or where a wrong guess costs nothing.
+``storage``
+    Storage fencing (xenha.storage.reservations): the failed dom0's write
+    access is revoked on every target handed to `fence` (``storage=``, the
+    targets of the guests that dom0 may run), in parallel: iSCSI by
+    preempting its SCSI-3 reservation key, AoE by taking its SAN MAC out of
+    vblade's reserve list, each confirmed by reading the target back.  It is
+    confirmed only when every target is; the message names each target that
+    could not be revoked (``FenceOutcome.unrevoked``).  The dom0 keeps running
+    (a BMC that died with its chassis cannot say otherwise), but the disks
+    refuse it: alone, or after an agent whose BMC may be gone.
 ``none``
     Only when written alone and explicitly: nothing is fenced, and the outcome
     says so (``FenceOutcome.skipped``), so the engine journals it every time.
@@ -45,11 +55,9 @@ whole on timeout: an orphaned ipmitool could power the host off (or on) later.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -59,7 +67,9 @@ from pathlib import Path
 
 from xenha.runner import LocalRunner, Result, RunnerError
 
-METHODS = ('agent', 'ssh', 'none')
+METHODS = ('agent', 'ssh', 'storage', 'none')
+# options of the storage method (its FenceMethod.params)
+STORAGE_PARAMS = ('initiator_name',)
 # agents live in sbin, which a monitoring daemon's PATH often lacks
 AGENT_DIRS = ('/usr/sbin', '/sbin', '/usr/local/sbin')
 # we set these ourselves, or they would leak the password (see the docstring)
@@ -93,11 +103,28 @@ os.execv({ipmitool!r}, [{ipmitool!r}, '-E', *args])
 
 @dataclass(frozen=True)
 class Attempt:
-    """One method tried: what, whether it was confirmed, why, how long."""
+    """One method tried: what, whether it was confirmed, why, how long;
+    for storage, each target's reservations.Outcome."""
     method: str
     ok: bool
     message: str
     seconds: float
+    targets: tuple = ()
+
+
+@dataclass(frozen=True)
+class StorageFence:
+    """What the storage method needs from the engine: the targets to revoke
+    the failed dom0 on, who it is on the SAN (reservations.Identity: its name
+    gives its key, san_mac its AoE MAC), the dom0s that may still write
+    (AoE: used when a reserve list was empty), and optionally who acts (default:
+    the monitoring node, initiator name from the method's initiator_name) and
+    how AoE sockets are opened (the lab opens them in its SAN namespace)."""
+    targets: tuple
+    victim: object
+    keep: tuple = ()
+    as_initiator: object = None
+    opener: object = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +139,19 @@ class FenceOutcome:
     def skipped(self) -> bool:
         """Nothing was fenced because the inventory says fencing = none."""
         return self.ok and self.method == 'none'
+
+    @property
+    def revoked(self) -> tuple[str, ...]:
+        """Targets a storage attempt revoked the dom0 on (and confirmed)."""
+        return tuple(dict.fromkeys(o.target for a in self.attempts for o in a.targets
+                                   if o.confirmed))
+
+    @property
+    def unrevoked(self) -> tuple[str, ...]:
+        """Targets a storage attempt could not revoke the dom0 on."""
+        done = set(self.revoked)
+        return tuple(dict.fromkeys(o.target for a in self.attempts for o in a.targets
+                                   if not o.confirmed and o.target not in done))
 
 
 class FenceError(Exception):
@@ -134,6 +174,10 @@ def problems(method, check_files: bool = True) -> list[str]:
     out = []
     if method.method not in METHODS:
         return [f'unknown fence method {method.method!r} (one of {", ".join(METHODS)})']
+    if method.method == 'storage':
+        return [f'param {key!r} is not an option of the storage method (only '
+                f'{", ".join(STORAGE_PARAMS)})' for key, _ in method.params
+                if key not in STORAGE_PARAMS]
     if method.method == 'agent':
         name = os.path.basename(method.agent or '')
         if not re.fullmatch(r'fence_[A-Za-z0-9_]+', name):
@@ -169,17 +213,23 @@ def _find_agent(name: str) -> str:
 def _read_password(method) -> str | None:
     if not method.password_file:
         return None
+    from xenha import files
     try:
-        text = Path(method.password_file).read_text()
+        # the first line, without its line end: spaces may belong to the password;
+        # a small regular file only (/dev/zero must not hang a failover)
+        return files.read_secret(method.password_file)
     except OSError as exc:
         raise FenceError(f'cannot read password file {method.password_file}: '
-                         f'{exc.strerror}') from None
-    # the first line, without its line end: spaces may belong to the password
-    return text.splitlines()[0] if text else ''
+                         f'{exc.strerror or exc}') from None
+    except UnicodeDecodeError:
+        raise FenceError(f'cannot read password file {method.password_file}: not '
+                         'text (not UTF-8)') from None
 
 
-@functools.lru_cache(maxsize=32)
-def _agent_options(path: str, mtime: float) -> frozenset[str]:
+_OPTIONS: dict[tuple[str, float], frozenset[str]] = {}   # per process: (path, mtime)
+
+
+def _agent_options(path: str, mtime: float, timeout: float = 10.0) -> frozenset[str]:
     """The option names an agent declares in its metadata (asked once per file).
 
     They tell how it treats the password: agents with ipmitool_path (the
@@ -187,12 +237,18 @@ def _agent_options(path: str, mtime: float) -> frozenset[str]:
     symlinks) get the ipmitool shim; agents with snmpget_path put it on
     snmpget's command line, so they are not used with a password at all.
     """
+    if (path, mtime) in _OPTIONS:
+        return _OPTIONS[path, mtime]
     try:
-        meta = LocalRunner().run([path, '-o', 'metadata'], 10).out
+        # its own process group, killed whole when it hangs (no orphans); at
+        # most `timeout` (the call's own), and in a check what its -t leaves
+        meta = LocalRunner(kill_group=True).run([path, '-o', 'metadata'],
+                                                min(timeout, 10.0)).out
     except RunnerError as exc:
         # not knowing means not knowing where the password would end up
         raise FenceError(f'{os.path.basename(path)} -o metadata: {exc}') from None
-    return frozenset(re.findall(r'<parameter name="([^"]+)"', meta))
+    _OPTIONS[path, mtime] = frozenset(re.findall(r'<parameter name="([^"]+)"', meta))
+    return _OPTIONS[path, mtime]
 
 
 def call_agent(method, action: str, timeout: float) -> tuple[Result, str | None]:
@@ -208,7 +264,7 @@ def call_agent(method, action: str, timeout: float) -> tuple[Result, str | None]
     params.setdefault('power_timeout', str(max(1, int(timeout / 3))))
     env = None
     with tempfile.TemporaryDirectory(prefix='xenha-fence-') as tmp:
-        options = (_agent_options(path, os.stat(path).st_mtime)
+        options = (_agent_options(path, os.stat(path).st_mtime, timeout)
                    if password is not None else frozenset())
         if 'snmpget_path' in options:
             raise FenceError(f'{agent} hands the password to snmpget/snmpset on their '
@@ -241,24 +297,16 @@ def _run_group(argv: list[str], stdin: str, env: dict | None, timeout: float) ->
     """Run the agent in its own process group, and leave nothing of it behind.
 
     Killing only the agent on a timeout would orphan its ipmitool, which may
-    still power the host off (or on) later, behind the engine's back.
-    """
+    still power the host off (or on) later, behind the engine's back.  Its
+    output is bounded (a flooding agent cannot fill the memory or the status
+    line)."""
+    from xenha.runner import CommandNotFound, CommandTimeout
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=True)
-    except OSError as exc:
-        raise FenceError(f'fence agent {argv[0]} cannot be run: {exc.strerror}') from None
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if proc.returncode is None:
-            proc.communicate()
-    return Result(proc.returncode, out, err)
+        return LocalRunner(env=env, kill_group=True).run(argv, timeout, input=stdin)
+    except CommandTimeout:
+        raise subprocess.TimeoutExpired(argv, timeout) from None
+    except CommandNotFound as exc:
+        raise FenceError(f'fence agent {exc}') from None
 
 
 def _reason(result: Result, password: str | None) -> str:
@@ -399,25 +447,60 @@ def _ssh_destroy(dom0: str, method, runner_factory, budget: float,
 
 
 # -- the chain ---------------------------------------------------------------
-def _try(dom0: str, method, runner_factory, budget: float, **xen) -> tuple[bool, str]:
+# -- storage: the targets refuse the dom0 ----------------------------------------
+def _storage_revoke(dom0: str, method, storage: StorageFence | None,
+                    budget: float) -> tuple[bool, str, tuple]:
+    """Revoke `dom0` on every target of `storage` at once; confirmed only
+    when each one is.  (ok, message, the per-target Outcomes)."""
+    from xenha.storage import reservations
+
+    if storage is None:
+        return False, ('no storage targets were given (the engine passes the targets '
+                       f'of the guests {dom0} may run)'), ()
+    if not storage.targets:
+        return False, (f'no targets to revoke {dom0} on: storage fencing protects '
+                       'nothing here'), ()
+    actor = storage.as_initiator
+    if actor is None:
+        params = dict(method.params)
+        actor = reservations.monitor(params.get('initiator_name')
+                                     or reservations.iscsi.DEFAULT_INITIATOR)
+    outcomes = tuple(reservations.revoke_all(
+        storage.targets, storage.victim, actor, keep=storage.keep,
+        timeout=budget, opener=storage.opener))
+    failed = [o for o in outcomes if not o.confirmed]
+    if failed:
+        done = [o.target for o in outcomes if o.confirmed]
+        return False, (f'not revoked on {", ".join(o.target for o in failed)} ('
+                       + '; '.join(o.message for o in failed) + ')'
+                       + (f'; revoked on {", ".join(done)}' if done else '')), outcomes
+    return True, (f'revoked on {len(outcomes)} target(s), each confirmed: '
+                  + '; '.join(o.message for o in outcomes)), outcomes
+
+
+def _try(dom0: str, method, runner_factory, budget: float, storage=None,
+         **xen) -> tuple[bool, str, tuple]:
     if method.method == 'agent':
         try:
-            return _agent_off(method, budget)
+            return (*_agent_off(method, budget), ())
         except FenceError as exc:
-            return False, str(exc)
+            return False, str(exc), ()
     if method.method == 'ssh':
-        return _ssh_destroy(dom0, method, runner_factory, budget, **xen)
-    return False, f'unknown fence method {method.method!r}'
+        return (*_ssh_destroy(dom0, method, runner_factory, budget, **xen), ())
+    if method.method == 'storage':
+        return _storage_revoke(dom0, method, storage, budget)
+    return False, f'unknown fence method {method.method!r}', ()
 
 
 def fence(dom0: str, methods, runner_factory=None, timeout: float = 60.0, *,
-          toolstack: str = 'auto', toolstack_command: str | None = None) -> FenceOutcome:
+          toolstack: str = 'auto', toolstack_command: str | None = None,
+          storage: StorageFence | None = None) -> FenceOutcome:
     """Fence `dom0` with the first method of the chain that confirms it.
 
     runner_factory(dom0) -> a runner (run/close) to the dom0, for 'ssh', whose
     toolstack is `toolstack` / `toolstack_command` (the dom0's inventory
-    settings); `timeout` bounds the whole chain, each method's own timeout one
-    attempt.
+    settings); `storage`: the targets (and identities) for 'storage';
+    `timeout` bounds the whole chain, each method's own timeout one attempt.
     """
     started = time.monotonic()
     methods = tuple(methods)
@@ -445,12 +528,13 @@ def fence(dom0: str, methods, runner_factory=None, timeout: float = 60.0, *,
                                     f'budget of {timeout:g}s is used up', 0.0))
             continue
         try:
-            ok, message = _try(dom0, method, runner_factory,
-                               min(method.timeout or remaining, remaining),
-                               toolstack=toolstack, toolstack_command=toolstack_command)
+            ok, message, targets = _try(dom0, method, runner_factory,
+                                        min(method.timeout or remaining, remaining),
+                                        storage, toolstack=toolstack,
+                                        toolstack_command=toolstack_command)
         except Exception as exc:  # noqa: BLE001 - a bug in one method must not end the chain
-            ok, message = False, f'internal error: {type(exc).__name__}: {exc}'
-        attempts.append(Attempt(name, ok, message, time.monotonic() - t0))
+            ok, message, targets = False, f'internal error: {type(exc).__name__}: {exc}', ()
+        attempts.append(Attempt(name, ok, message, time.monotonic() - t0, targets))
         if ok:
             return FenceOutcome(True, name, f'{dom0} fenced by {name}: {message}',
                                 elapsed(), tuple(attempts))

@@ -19,13 +19,14 @@ secrets live in files named by ``password_file`` / ``chap_secret_file``.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
-import shlex
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from xenha import grammar
 
 KiB = 1024
 MiB = 1024 ** 2
@@ -42,6 +43,35 @@ NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
 INLINE_SECRETS = {'password': 'password_file', 'passwd': 'password_file',
                   'chap_secret': 'chap_secret_file', 'chap_password': 'chap_secret_file',
                   'secret': 'a *_file key'}
+# The files that hold secrets: the only keys naming one that are not one.
+SECRET_FILE_KEYS = ('password_file', 'chap_secret_file')
+# What in a key says it holds a secret, whatever its case or separators: fence
+# agents' passwd, snmp_priv_passwd, community, hexadecimal_kg, cloud agents'
+# secret_key, token, apikey …  (a whole part, or anywhere in the squeezed key)
+_SECRET_PARTS = ('pass', 'pwd', 'psk', 'kg', 'pin')
+_SECRET_INFIXES = ('passw', 'passphrase', 'secret', 'community', 'token', 'apikey',
+                   'accesskey', 'privatekey', 'credential', 'hexadecimalkg')
+
+
+def secret_key(key: str) -> bool:
+    """Does this key (of any table, at any depth) name an inline secret?
+
+    >>> [secret_key(k) for k in ('Password', 'password ', 'BMC-Password',
+    ...  'snmp_priv_passwd', 'community', 'passwd_script', 'password_file', 'ip',
+    ...  'passive')]
+    [True, True, True, True, True, True, False, False, False]
+    """
+    norm = re.sub(r'[\s\-.]+', '_', str(key).strip().lower()).strip('_')
+    if norm.endswith(('_file', '_path')):     # names the file that holds it
+        return False
+    squeezed = norm.replace('_', '')
+    return (any(p in _SECRET_PARTS for p in norm.split('_'))
+            or any(i in squeezed for i in _SECRET_INFIXES))
+
+
+MAX_BYTES = 4 * 1024 * 1024     # an inventory larger than this is not one
+MAX_DEPTH = 8                   # tables and lists inside each other
+MAX_ERRORS = 200                # reported at once; the rest are counted
 
 
 class InventoryError(Exception):
@@ -73,6 +103,7 @@ class Defaults:
     split_brain_recheck: float = 1.0          # seconds between the guard's two looks
     reboot_grace: float = 30.0                # a guest gone from xl list less long: rebooting
     fence_unreachable: bool = False           # fence a silent dom0 that may run a victim
+    san_netns: str | None = None              # network namespace of our SAN interface
     nagios_command_file: str | None = None
     cluster_host: str = 'xen-cluster'
     failover_service: str = 'failover'
@@ -120,9 +151,10 @@ class Timing:
 
 @dataclass(frozen=True)
 class FenceMethod:
-    method: str                               # 'agent' | 'ssh' | 'none'
+    method: str                               # 'agent' | 'ssh' | 'storage' | 'none'
     agent: str | None = None                  # e.g. 'fence_ipmilan'
-    params: tuple[tuple[str, str], ...] = ()  # key=value stdin lines, never a password
+    params: tuple[tuple[str, str], ...] = ()  # key=value stdin lines, never a password;
+                                              # storage: (('initiator_name', IQN),)
     password_file: str | None = None
     timeout: float = 30.0
 
@@ -139,6 +171,8 @@ class Dom0:
     fencing: tuple[FenceMethod, ...]          # tried in order
     toolstack: str = 'auto'                   # resolved from [defaults]
     toolstack_command: str | None = None
+    san_mac: str | None = None                # storage fencing: its AoE SAN MAC
+    initiator_name: str | None = None         # its iSCSI initiator name (reports)
 
 
 @dataclass(frozen=True)
@@ -237,31 +271,100 @@ class Cluster:
 # ---------------------------------------------------------------- public functions
 
 def load(path) -> Cluster:
-    """Read and validate the TOML file at `path`; raise InventoryError."""
+    """Read and validate the TOML file at `path`; raise InventoryError.
+
+    At most MAX_BYTES of a regular file are read: an inventory that is a
+    device, a FIFO or a runaway file is an error at once, not a hang."""
+    from xenha import files
+    shown = show(str(path))
     try:
-        text = Path(path).read_bytes().decode('utf-8')
+        text = files.read_bytes(path, MAX_BYTES).decode('utf-8')
     except OSError as e:
-        raise InventoryError([f'{path}: cannot read: {e.strerror}']) from None
+        raise InventoryError([f'{shown}: cannot read: {e.strerror or e}']) from None
     except UnicodeDecodeError as e:
-        raise InventoryError([f'{path}: not UTF-8 text: {e.reason}']) from None
+        raise InventoryError([f'{shown}: not UTF-8 text: {e.reason}']) from None
     return loads(text, source=str(path))
 
 
 def loads(text: str, source: str = '<string>') -> Cluster:
     """Parse and validate TOML text; raise InventoryError listing every problem."""
+    shown = show(source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r'at line (\d+)', str(e))
-        where = f'{source}:{m.group(1)}' if m else source
+        where = f'{shown}:{m.group(1)}' if m else shown
         raise InventoryError([f'{where}: TOML syntax error: {e}']) from None
+    except RecursionError:
+        raise InventoryError([f'{shown}: nested too deeply (at most {MAX_DEPTH} tables '
+                              'or lists inside each other)']) from None
     v = _Validator(text, source)
-    cluster = v.cluster(data)
+    if v.secrets_and_depth(data):
+        v.cluster(data)
     if v.errors:
         # In file order: errors are found section by section, read top to bottom.
-        line = lambda e: int(m.group(1)) if (m := re.match(r'[^:]*:(\d+): ', e)) else 0
-        raise InventoryError(sorted(v.errors, key=line))
-    return cluster
+        prefix = re.compile(re.escape(shown) + r':(\d+): ')
+        line = lambda e: int(m.group(1)) if (m := prefix.match(e)) else 0
+        errors = sorted(v.errors, key=line)
+        if len(errors) > MAX_ERRORS:
+            errors = errors[:MAX_ERRORS] + [f'{shown}: … and {len(errors) - MAX_ERRORS} '
+                                            'more errors']
+        raise InventoryError(errors)
+    return v.built
+
+
+def show(value: str, limit: int = 200) -> str:
+    """`value` for a one-line message: control characters escaped, cut at `limit`."""
+    value = str(value)
+    if grammar.CONTROL.search(value):
+        value = json.dumps(value)[1:-1]
+    return value if len(value) <= limit else value[:limit] + '…'
+
+
+def _shown(value: Any) -> str:
+    """repr() of a value for an error: one line, bounded, secrets never shown."""
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + '…'
+
+
+class Redacted:
+    """Stands for an inline secret once it is found: never printed, never used."""
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return '<secret, not shown>'
+
+
+# storage fencing identities: a unicast MAC (written with ':'), an iSCSI name
+# (RFC 3720 3.2.6: iqn.YYYY-MM.reversed.domain[:anything], eui. + 16 hex,
+# naa. + 16 or 32 hex; at most 223 bytes, no spaces or control characters)
+MAC_RE = re.compile(r'^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}$')
+IQN_RE = re.compile(r'^(?:iqn\.\d{4}-(?:0[1-9]|1[0-2])\.[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?'
+                    r'(?::[\x21-\x7e]+)?|eui\.[0-9A-Fa-f]{16}|naa\.(?:[0-9A-Fa-f]{16}){1,2})$')
+
+
+def _mac_problem(value: str) -> str | None:
+    if not MAC_RE.match(value):
+        return "not a MAC address (six hex pairs with ':', e.g. '52:54:00:12:34:56')"
+    first = int(value[:2], 16)
+    if first & 1:
+        return 'a multicast or broadcast address, not an interface\'s own MAC'
+    if value.replace(':', '') == '0' * 12:
+        return 'the all-zero MAC is no interface\'s address'
+    return None
+
+
+def _netns_problem(value: str) -> str | None:
+    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}', value):
+        return "not a network namespace name (letters, digits, '.', '_', '-')"
+    return None
+
+
+def _iqn_problem(value: str) -> str | None:
+    if len(value.encode()) > 223 or not IQN_RE.match(value):
+        return ("not an iSCSI initiator name (iqn.YYYY-MM.reversed.domain[:name], "
+                "eui.<16 hex> or naa.<16 or 32 hex>, at most 223 bytes)")
+    return None
 
 
 _SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:i?B)?)?\s*$', re.I)
@@ -304,17 +407,12 @@ _MISSING = object()
 
 def _split_portal(portal: str) -> tuple[str, int]:
     """'host:port', '[v6]:port' or 'host' → (host, port); ValueError if malformed."""
-    m = re.match(r'^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s\[\]]+))(?::(\d{1,5}))?$', portal)
-    if not m:
-        raise ValueError(portal)
-    port = int(m.group(3) or 3260)
-    if not 0 < port < 65536:
-        raise ValueError(portal)
-    return m.group(1) or m.group(2), port
+    return grammar.portal(portal)
 
 
 def _toml_name(name: str) -> str:
-    return name if re.fullmatch(r'[A-Za-z0-9_-]+', name) else f'"{name}"'
+    name = str(name)
+    return name if re.fullmatch(r'[A-Za-z0-9_-]+', name) else json.dumps(name)[:120]
 
 
 def _suggest(word: str, choices) -> str:
@@ -328,9 +426,11 @@ class _Validator:
     """Walks the parsed TOML once, building the model and collecting errors."""
 
     def __init__(self, text: str, source: str):
-        self.lines = text.splitlines()
+        self.lines = text.split('\n')    # TOML's own line ends (not U+2028 &c.)
         self.source = source
+        self.shown = show(source)
         self.errors: list[str] = []
+        self.built: Cluster | None = None
 
     # ---- error reporting with a cheap line lookup
 
@@ -352,7 +452,7 @@ class _Validator:
         `key` in the i-th [[section.name.fencing]] table, else of `fencing =`."""
         start = self._header_line(section, name)
         m = re.fullmatch(r'(\w+)\[(\d+)\]', sub)
-        if m and start:
+        if m and start and name is not None:
             n = re.escape(name)
             pat = (rf'^\s*\[\[\s*{re.escape(section)}\s*\.\s*(?:{n}|"{n}")\s*\.'
                    rf'\s*{m.group(1)}\s*\]\]')
@@ -364,12 +464,13 @@ class _Validator:
         if start is None:
             return None
         k = re.escape(key)
-        for i in range(start, len(self.lines)):
-            line = self.lines[i]
-            if re.match(r'^\s*\[', line):
-                break
-            if re.match(rf'^\s*(?:{k}|"{k}")\s*=', line):
-                return i + 1
+        end = next((i for i in range(start, len(self.lines))
+                    if re.match(r'^\s*\[', self.lines[i])), len(self.lines))
+        for pattern in (rf'^\s*(?:{k}|"{k}")\s*=',              # key = …
+                        rf'[{{,]\s*(?:{k}|"{k}"|\'{k}\')\s*='):  # { …, key = … }
+            for i in range(start, end):
+                if re.search(pattern, self.lines[i]):
+                    return i + 1
         return start
 
     def error(self, section: str, name: str | None, key: str | None, message: str,
@@ -379,12 +480,78 @@ class _Validator:
             line = self._key_line(section, name, key.split('[')[0], sub)
         else:
             line = self._header_line(section, name)
-        place = f'[{section}]' if name is None else f'[{section}.{_toml_name(name)}]'
-        what = ' '.join(p for p in (place, sub, key or '') if p)
+        place = f'[{_toml_name(section)}]' if name is None else \
+            f'[{_toml_name(section)}.{_toml_name(name)}]'
+        what = ' '.join(p for p in (place, sub, show(key or '', 80)) if p)
         if value is not _MISSING:
-            what += f' = {value!r}'
-        where = f'{self.source}:{line}' if line else self.source
+            what += f' = {_shown(value)}'
+        where = f'{self.shown}:{line}' if line else self.shown
         self.errors.append(f'{where}: {what}: {message}')
+
+    # ---- before anything else: inline secrets (any spelling, any depth), depth
+
+    def secrets_and_depth(self, data: dict) -> bool:
+        """Replace every inline secret by Redacted (reported once, by key, never
+        by value); False (and an error) when the file nests too deeply to walk."""
+        stack = [(data, ())]
+        while stack:
+            obj, path = stack.pop()
+            if len(path) > MAX_DEPTH:
+                self.errors.append(f'{self.shown}: {self.place(path)}: nested too '
+                                   f'deeply (at most {MAX_DEPTH} tables or lists inside '
+                                   'each other)')
+                return False
+            items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+            for k, value in list(items):
+                if isinstance(obj, dict) and secret_key(k):
+                    obj[k] = Redacted()
+                    self.secret(path + (k,))
+                elif isinstance(value, (dict, list)):
+                    stack.append((value, path + (k,)))
+        return True
+
+    @staticmethod
+    def place(path) -> str:
+        """('dom0', 'h1', 'fencing', 0, 'x') → '[dom0.h1] fencing[0].x'."""
+        named = path[0] in _Validator.SECTIONS[2:] and len(path) > 2
+        head = path[:2] if named else path[:1]
+        rest = ''
+        for p in path[len(head):]:
+            rest += f'[{p}]' if isinstance(p, int) else f'.{show(p, 80)}'
+        head = '.'.join(_toml_name(h) for h in head)
+        return f'[{head}] {rest.lstrip(".")}'.rstrip()
+
+    def secret(self, path) -> None:
+        key, inner = path[-1], path[:-1]
+        if inner and inner[0] in ('dom0',) and 'fencing' in inner:
+            pointer = 'password_file'
+        elif inner and inner[0] == 'target':
+            pointer = 'chap_secret_file'
+        else:
+            pointer = ('password_file (fence methods) or chap_secret_file (iSCSI '
+                       'targets)')
+        message = ('secrets are not written inline: put it in a file readable only by '
+                   f'the monitoring user and set {pointer}')
+        named = inner and inner[0] in self.SECTIONS[2:] and len(inner) >= 2
+        section = inner[0] if inner else str(key)
+        name = inner[1] if named else None
+        subpath = inner[2:] if named else inner[1:]
+        sub = ''
+        for p in subpath:
+            sub += f'[{p}]' if isinstance(p, int) else f'.{show(p, 80)}'
+        sub = sub.lstrip('.')
+        if not inner:                       # a key at the top of the file
+            self.errors.append(f'{self.shown}:{self._bare_key_line(key) or "?"}: '
+                               f'{show(key, 80)}: {message}'.replace(':?:', ':'))
+            return
+        self.error(section, name, key, message, sub=sub)
+
+    def _bare_key_line(self, key) -> int | None:
+        k = re.escape(str(key))
+        for i, line in enumerate(self.lines):
+            if re.match(rf'^\s*(?:{k}|"{k}"|\'{k}\')\s*=', line):
+                return i + 1
+        return None
 
     # ---- typed access to one table's keys
 
@@ -407,6 +574,25 @@ class _Validator:
                 self.error(section, name, key, 'must be a number greater than 0', value,
                            sub=sub)
                 return None if default is _MISSING else default
+        return value
+
+    def string(self, table, section, name, key, check, default=_MISSING, sub=''):
+        """A string of one kind (a grammar of xenha.grammar): else an error."""
+        value = self.take(table, section, name, key, 'str', default, sub=sub)
+        if value is not None and value is not default:
+            why = check(value)
+            if why:
+                self.error(section, name, key, why, value, sub=sub)
+                return None if default is _MISSING else default
+        return value
+
+    def duration(self, table, section, name, key, hi, default=_MISSING, sub=''):
+        """Seconds: a number greater than 0 and at most `hi`."""
+        value = self.take(table, section, name, key, 'number', default, sub=sub)
+        if value is not None and value is not default and value > hi:
+            self.error(section, name, key, f'must be at most {hi:g} seconds', value,
+                       sub=sub)
+            return None if default is _MISSING else default
         return value
 
     def choice(self, table, section, name, key, choices, default=_MISSING, sub=''):
@@ -444,6 +630,8 @@ class _Validator:
     def leftovers(self, table: dict, section: str, name: str | None, valid, sub=''):
         """Every key not consumed is unknown (or a secret written inline)."""
         for key in table:
+            if isinstance(table[key], Redacted):
+                continue                    # reported (by key only) already
             if key in INLINE_SECRETS:
                 self.error(section, name, key, 'secrets are not written inline: put it '
                            'in a file readable only by the monitoring user and set '
@@ -458,7 +646,7 @@ class _Validator:
 
     def cluster(self, data: dict) -> Cluster:
         for key in data:
-            if key not in self.SECTIONS:
+            if key not in self.SECTIONS and not isinstance(data[key], Redacted):
                 line = self._header_line(key, None)
                 where = f'{self.source}:{line}' if line else self.source
                 self.errors.append(f'{where}: [{key}]: unknown section'
@@ -474,7 +662,9 @@ class _Validator:
             self.errors.append(f'{self.source}: no active dom0: a cluster needs at least '
                                'one [dom0.NAME] with role = "active"')
         self.references(defaults, dom0s, storage, targets, domus)
-        return Cluster(self.source, defaults, dom0s, targets, domus, storage, timing)
+        self.storage_fencing(dom0s, targets, domus)
+        self.built = Cluster(self.source, defaults, dom0s, targets, domus, storage, timing)
+        return self.built
 
     def named(self, data: dict, section: str, build, *extra):
         """Yield (name, object) for each [section.NAME] table.
@@ -484,15 +674,16 @@ class _Validator:
         tables = data.get(section, {})
         if not isinstance(tables, dict):
             self.error(section, None, None,
-                       f'expected [{section}.NAME] tables, got {tables!r}')
+                       f'expected [{section}.NAME] tables, got {_shown(tables)}')
             return
+        check = grammar.domain if section == 'domu' else grammar.name
         for name, table in tables.items():
             if not isinstance(table, dict):
                 self.error(section, name, None, 'expected a table', table)
                 continue
-            if not NAME_RE.match(name):
-                self.error(section, name, None, "bad name: use letters, digits, '.', "
-                           "'_' and '-' (at most 64, starting with a letter or digit)")
+            why = check(name)
+            if why:
+                self.error(section, name, None, why)
             yield name, build(dict(table), name, *extra)
 
     def defaults(self, t) -> Defaults:
@@ -505,19 +696,19 @@ class _Validator:
         values = dict(
             toolstack=self.choice(t, s, None, 'toolstack', TOOLSTACKS, d.toolstack),
             toolstack_command=self.argv_prefix(t, s, None),
-            ssh_user=self.take(t, s, None, 'ssh_user', 'str', d.ssh_user),
+            ssh_user=self.string(t, s, None, 'ssh_user', grammar.user, d.ssh_user),
             ssh_port=self.int_range(t, s, None, 'ssh_port', 1, 65535, d.ssh_port),
-            ssh_key=self.take(t, s, None, 'ssh_key', 'str', None),
-            known_hosts=self.take(t, s, None, 'known_hosts', 'str', None),
+            ssh_key=self.string(t, s, None, 'ssh_key', grammar.path, None),
+            known_hosts=self.string(t, s, None, 'known_hosts', grammar.path, None),
             sudo=self.take(t, s, None, 'sudo', 'bool', d.sudo),
             dom0_reserve=self.size(t, s, None, 'dom0_reserve', d.dom0_reserve, True),
-            timeout=self.take(t, s, None, 'timeout', 'number', d.timeout),
-            state_db=self.take(t, s, None, 'state_db', 'str', d.state_db),
+            timeout=self.duration(t, s, None, 'timeout', 3600, d.timeout),
+            state_db=self.string(t, s, None, 'state_db', grammar.path, d.state_db),
             max_restart=self.int_range(t, s, None, 'max_restart', 0, 1000, d.max_restart),
-            restart_window=self.take(t, s, None, 'restart_window', 'number',
-                                     d.restart_window),
-            dedupe_window=self.take(t, s, None, 'dedupe_window', 'number',
-                                    d.dedupe_window),
+            restart_window=self.duration(t, s, None, 'restart_window', 30 * 86400,
+                                         d.restart_window),
+            dedupe_window=self.duration(t, s, None, 'dedupe_window', 30 * 86400,
+                                        d.dedupe_window),
             create_parallel=self.int_range(t, s, None, 'create_parallel', 1, 256,
                                            d.create_parallel),
             split_brain_recheck=self.int_range(t, s, None, 'split_brain_recheck', 0.5, 60,
@@ -526,17 +717,17 @@ class _Validator:
                                         d.reboot_grace, kind='number'),
             fence_unreachable=self.take(t, s, None, 'fence_unreachable', 'bool',
                                         d.fence_unreachable),
-            nagios_command_file=self.take(t, s, None, 'nagios_command_file', 'str', None),
-            cluster_host=self.take(t, s, None, 'cluster_host', 'str', d.cluster_host),
-            failover_service=self.take(t, s, None, 'failover_service', 'str',
-                                       d.failover_service),
+            san_netns=self.grammar(t, s, None, 'san_netns', _netns_problem),
+            nagios_command_file=self.string(t, s, None, 'nagios_command_file',
+                                            grammar.path, None),
+            cluster_host=self.string(t, s, None, 'cluster_host', grammar.name,
+                                     d.cluster_host),
+            failover_service=self.string(t, s, None, 'failover_service', grammar.service,
+                                         d.failover_service),
             allow_active_as_target=self.take(t, s, None, 'allow_active_as_target', 'bool',
                                              d.allow_active_as_target),
         )
         self.leftovers(t, s, None, Defaults.__dataclass_fields__)
-        if values['cluster_host'] and not NAME_RE.match(values['cluster_host']):
-            self.error(s, None, 'cluster_host', "bad name: use letters, digits, '.', "
-                       "'_' and '-'", values['cluster_host'])
         return Defaults(**values)
 
     # [timing] keys by kind: (lowest, highest) whole seconds or attempts
@@ -574,36 +765,38 @@ class _Validator:
         return Timing(**values)
 
     def argv_prefix(self, t, section, name):
-        value = self.take(t, section, name, 'toolstack_command', 'str', None)
-        if value is not None:
-            try:
-                if not shlex.split(value):
-                    raise ValueError('empty')
-            except ValueError as e:
-                self.error(section, name, 'toolstack_command',
-                           f'not a shell-quoted command: {e}', value)
-                return None
-        return value
+        return self.string(t, section, name, 'toolstack_command', grammar.argv, None)
 
     DOM0_KEYS = ('address', 'role', 'port', 'ssh_user', 'ssh_key', 'known_hosts',
-                 'toolstack', 'toolstack_command', 'fencing')
+                 'toolstack', 'toolstack_command', 'fencing', 'san_mac', 'initiator_name')
+
+    def grammar(self, t, section, name, key, problem, sub=''):
+        """An optional string key checked by `problem(value)` -> message or None."""
+        value = self.take(t, section, name, key, 'str', None, sub=sub)
+        if value is not None and (why := problem(value)):
+            self.error(section, name, key, why, value, sub=sub)
+            return None
+        return value
 
     def dom0(self, t: dict, name: str, d: Defaults) -> Dom0 | None:
         s = 'dom0'
-        address = self.take(t, s, name, 'address', 'str')
+        # the address reaches Nagios' /bin/sh as $HOSTADDRESS$: a host name or an
+        # IP address, nothing else ($(…), `…`, ; and blanks never get through)
+        address = self.string(t, s, name, 'address', grammar.host)
         role = self.choice(t, s, name, 'role', ROLES)
         port = self.int_range(t, s, name, 'port', 1, 65535, d.ssh_port)
-        ssh_user = self.take(t, s, name, 'ssh_user', 'str', d.ssh_user)
-        ssh_key = self.take(t, s, name, 'ssh_key', 'str', d.ssh_key)
-        known_hosts = self.take(t, s, name, 'known_hosts', 'str', d.known_hosts)
+        ssh_user = self.string(t, s, name, 'ssh_user', grammar.user, d.ssh_user)
+        ssh_key = self.string(t, s, name, 'ssh_key', grammar.path, d.ssh_key)
+        known_hosts = self.string(t, s, name, 'known_hosts', grammar.path, d.known_hosts)
         toolstack = self.choice(t, s, name, 'toolstack', TOOLSTACKS, d.toolstack)
         toolstack_command = self.argv_prefix(t, s, name) or d.toolstack_command
         fencing = self.fencing(t.pop('fencing', _MISSING), name)
+        san_mac = self.grammar(t, s, name, 'san_mac', _mac_problem)
+        initiator_name = self.grammar(t, s, name, 'initiator_name', _iqn_problem)
         self.leftovers(t, s, name, self.DOM0_KEYS)
-        if address is not None and (not address or re.search(r'\s', address)):
-            self.error(s, name, 'address', 'not a host name or address', address)
         return Dom0(name, address, role, port, ssh_user, ssh_key, known_hosts,
-                    fencing, toolstack, toolstack_command)
+                    fencing, toolstack, toolstack_command,
+                    san_mac.lower() if san_mac else None, initiator_name)
 
     def fencing(self, raw, name: str) -> tuple[FenceMethod, ...]:
         s = 'dom0'
@@ -611,7 +804,7 @@ class _Validator:
             self.error(s, name, 'fencing', 'missing (required: a list of methods, or '
                        '"none" written explicitly to run without fencing)')
             return ()
-        if raw in ('none', 'ssh'):
+        if raw in ('none', 'ssh', 'storage'):
             return (FenceMethod(raw),)
         if isinstance(raw, dict):
             raw = [raw]
@@ -627,13 +820,20 @@ class _Validator:
         chain = []
         for i, m in enumerate(raw):
             sub, m = f'fencing[{i}]', dict(m)
-            method = self.choice(m, s, name, 'method', ('agent', 'ssh', 'none'), sub=sub)
-            timeout = self.take(m, s, name, 'timeout', 'number', 30.0, sub=sub)
+            method = self.choice(m, s, name, 'method', ('agent', 'ssh', 'storage', 'none'),
+                                 sub=sub)
+            timeout = self.duration(m, s, name, 'timeout', 3600, 30.0, sub=sub)
             if method == 'none' and len(raw) > 1:
                 self.error(s, name, 'method', "'none' cannot be part of a chain: "
                            'write fencing = "none"', method, sub=sub)
             if method == 'agent':
                 chain.append(self.fence_agent(m, name, sub, timeout))
+            elif method == 'storage':
+                # who revokes: the monitoring node's initiator name (default xenha's)
+                iqn = self.grammar(m, s, name, 'initiator_name', _iqn_problem, sub=sub)
+                self.leftovers(m, s, name, ('method', 'timeout', 'initiator_name'), sub=sub)
+                chain.append(FenceMethod('storage', params=(('initiator_name', iqn),)
+                                         if iqn else (), timeout=timeout))
             elif method is not None:        # a bad method: its other keys mean nothing
                 self.leftovers(m, s, name, ('method', 'timeout'), sub=sub)
                 chain.append(FenceMethod(method, timeout=timeout))
@@ -642,14 +842,13 @@ class _Validator:
     def fence_agent(self, m: dict, name: str, sub: str, timeout: float) -> FenceMethod:
         """An agent's own options are free-form key=value lines for its stdin."""
         s = 'dom0'
-        agent = self.take(m, s, name, 'agent', 'str', sub=sub)
-        password_file = self.take(m, s, name, 'password_file', 'str', None, sub=sub)
-        if agent is not None and not re.fullmatch(r'fence_[A-Za-z0-9_]+|/\S+', agent):
-            self.error(s, name, 'agent', "not a fence agent (a 'fence_*' name or an "
-                       'absolute path)', agent, sub=sub)
+        agent = self.string(m, s, name, 'agent', grammar.fence_agent, sub=sub)
+        password_file = self.string(m, s, name, 'password_file', grammar.path, None,
+                                    sub=sub)
         from xenha.fencing import REFUSED_PARAMS   # what fencing would refuse at failover
         params = []
-        for key in [k for k in m if k not in INLINE_SECRETS]:
+        for key in [k for k in m if k not in INLINE_SECRETS
+                    and not isinstance(m[k], Redacted)]:
             value = m.pop(key)
             if key == 'action':
                 self.error(s, name, key, 'set by xenha at fencing time (off, then '
@@ -660,7 +859,11 @@ class _Validator:
             elif isinstance(value, str) and ('\n' in value or '\r' in value):
                 self.error(s, name, key, 'a fence agent option may not contain a line '
                            'break', value, sub=sub)
-            elif not re.fullmatch(r'[a-z][a-z0-9_-]*', key):
+            elif isinstance(value, str) and grammar.text(value):
+                self.error(s, name, key, grammar.text(value), value, sub=sub)
+            elif isinstance(value, float) and not math.isfinite(value):
+                self.error(s, name, key, 'not a finite number', value, sub=sub)
+            elif not re.fullmatch(r'[a-z][a-z0-9_-]{0,63}', key):
                 self.error(s, name, key, 'not a fence agent option name', value, sub=sub)
             elif isinstance(value, bool):
                 params.append((key, '1' if value else '0'))
@@ -672,8 +875,19 @@ class _Validator:
         self.leftovers(m, s, name, (), sub=sub)     # only inline secrets are left
         return FenceMethod('agent', agent, tuple(params), password_file, timeout)
 
+    def vifs(self, t: dict, name: str) -> tuple[str, ...]:
+        specs = self.take(t, 'domu', name, 'vif', 'strlist', [])
+        good = []
+        for i, spec in enumerate(specs or []):
+            why = grammar.vif(spec)
+            if why:
+                self.error('domu', name, f'vif[{i}]', why, spec)
+            else:
+                good.append(spec)
+        return tuple(good)
+
     def storage_node(self, t: dict, name: str) -> StorageNode:
-        address = self.take(t, 'storage', name, 'address', 'str')
+        address = self.string(t, 'storage', name, 'address', grammar.host)
         self.leftovers(t, 'storage', name, ('address',))
         return StorageNode(name, address)
 
@@ -684,7 +898,7 @@ class _Validator:
         s = 'target'
         kind = self.choice(t, s, name, 'kind', KINDS)
         storage = self.take(t, s, name, 'storage', 'str')
-        device = self.take(t, s, name, 'device', 'str', None)
+        device = self.string(t, s, name, 'device', grammar.device, None)
         mine, other = ((self.ISCSI_KEYS, self.AOE_KEYS) if kind == 'iscsi'
                        else (self.AOE_KEYS, self.ISCSI_KEYS) if kind == 'aoe'
                        else (self.ISCSI_KEYS + self.AOE_KEYS, ()))  # bad kind: said once
@@ -697,18 +911,18 @@ class _Validator:
             if portal is not None:
                 try:
                     _split_portal(portal)
-                except ValueError:
-                    self.error(s, name, 'portal', "expected 'host' or 'host:port'", portal)
-            iqn = self.take(t, s, name, 'iqn', 'str')
-            if iqn is not None and not re.fullmatch(r'(iqn|eui|naa)\.\S+', iqn):
-                self.error(s, name, 'iqn', "not an iSCSI name (iqn.…, eui.… or naa.…)",
-                           iqn)
+                except ValueError as exc:
+                    self.error(s, name, 'portal', str(exc), portal)
+                    portal = None
+            iqn = self.string(t, s, name, 'iqn', grammar.iqn)
             # Required: tgt numbers data LUNs from 1, LIO from 0; no default is safe.
             lun = self.int_range(t, s, name, 'lun', 0, 16383)
-            chap_user = self.take(t, s, name, 'chap_user', 'str', None)
-            chap_file = self.take(t, s, name, 'chap_secret_file', 'str', None)
-            if (chap_user is None) != (chap_file is None) and 'chap_secret' not in t:
-                self.error(s, name, 'chap_user' if chap_user is None else
+            # both or neither, as written (a bad value of one is reported once)
+            written = ('chap_user' in t, 'chap_secret_file' in t)
+            chap_user = self.string(t, s, name, 'chap_user', grammar.chap_user, None)
+            chap_file = self.string(t, s, name, 'chap_secret_file', grammar.path, None)
+            if written[0] != written[1] and 'chap_secret' not in t:
+                self.error(s, name, 'chap_user' if not written[0] else
                            'chap_secret_file', 'missing (CHAP needs both chap_user and '
                            'chap_secret_file)')
             f = dict(portal=portal, iqn=iqn, lun=lun if lun is not None else 0,
@@ -717,10 +931,10 @@ class _Validator:
             f = dict(shelf=self.int_range(t, s, name, 'shelf', 0, 65534),  # 0xffff: broadcast
                      slot=self.int_range(t, s, name, 'slot', 0, 254),      # 0xff: broadcast
                      interface=self.take(t, s, name, 'interface', 'str'))
-            if f['interface'] is not None and not re.fullmatch(r'[^\s/:]{1,15}',
-                                                               f['interface']):
+            if f['interface'] is not None and grammar.interface(f['interface']):
                 self.error(s, name, 'interface', 'not a network interface name',
                            f['interface'])
+                f['interface'] = None
         for key in mine if kind is None else ():
             t.pop(key, None)
         flags = {k: self.take(t, s, name, k, 'bool', False) for k in ('scratch', 'perf')}
@@ -735,6 +949,10 @@ class _Validator:
         config = self.take(t, s, name, 'config', 'str')
         if config is not None and not config.startswith('/'):
             self.error(s, name, 'config', 'must be an absolute path (on the dom0s)', config)
+            config = None
+        elif config is not None and grammar.path(config):
+            self.error(s, name, 'config', grammar.path(config), config)
+            config = None
         memory = self.size(t, s, name, 'memory')
         if memory is not None and memory % MiB:
             self.error(s, name, 'memory', 'must be a whole number of MiB (Xen counts '
@@ -745,17 +963,45 @@ class _Validator:
         priority = self.take(t, s, name, 'priority', 'int', 0)
         ha = self.take(t, s, name, 'ha', 'bool', True)
         xen = dict(type=self.choice(t, s, name, 'type', DOMU_TYPES, 'pv'),
-                   kernel=self.take(t, s, name, 'kernel', 'str', None),
-                   ramdisk=self.take(t, s, name, 'ramdisk', 'str', None),
-                   extra=self.take(t, s, name, 'extra', 'str', None),
-                   bootloader=self.take(t, s, name, 'bootloader', 'str', None),
-                   vif=tuple(self.take(t, s, name, 'vif', 'strlist', [])),
+                   kernel=self.string(t, s, name, 'kernel', grammar.path, None),
+                   ramdisk=self.string(t, s, name, 'ramdisk', grammar.path, None),
+                   extra=self.string(t, s, name, 'extra', grammar.text, None),
+                   bootloader=self.string(t, s, name, 'bootloader', grammar.program,
+                                          None),
+                   vif=self.vifs(t, name),
                    on_crash=self.choice(t, s, name, 'on_crash', ON_CRASH, 'destroy'))
         self.leftovers(t, s, name, self.DOMU_KEYS)
         return DomU(name, config, memory, vcpus, home, tuple(targets or ()), priority,
                     ha, **xen)
 
     # ---- across sections
+
+    def storage_fencing(self, dom0s, targets, domus):
+        """Storage fencing of AoE disks takes a dom0's MAC out of a reserve
+        list and keeps the others': with a "storage" method anywhere and a
+        guest on an AoE target, every dom0 needs its san_mac, each its own."""
+        aoe_used = any(targets[t].kind == 'aoe' for u in domus.values()
+                       for t in u.targets if t in targets)
+        fenced = [d.name for d in dom0s.values()
+                  if any(m.method == 'storage' for m in d.fencing)]
+        if aoe_used and fenced:
+            for d in dom0s.values():
+                if d.san_mac is None and 'san_mac' not in self._dom0_errors(d.name):
+                    self.error('dom0', d.name, None, 'san_mac missing: storage fencing '
+                               f'(in the chain of {", ".join(fenced)}) keeps or takes out '
+                               "each dom0's MAC in the AoE reserve lists")
+        seen: dict[str, str] = {}
+        for d in dom0s.values():
+            if d.san_mac is not None and d.san_mac in seen:
+                self.error('dom0', d.name, 'san_mac', f'also the san_mac of [dom0.'
+                           f'{_toml_name(seen[d.san_mac])}]', d.san_mac)
+            elif d.san_mac is not None:
+                seen[d.san_mac] = d.name
+
+    def _dom0_errors(self, name: str) -> str:
+        """What was already said of [dom0.NAME] (not to say it twice)."""
+        tag = f'[dom0.{_toml_name(name)}]'
+        return ' '.join(e for e in self.errors if tag in e)
 
     def references(self, defaults, dom0s, storage, targets, domus):
         """Names that must exist, and host names that must not clash.

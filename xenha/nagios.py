@@ -26,6 +26,10 @@ class Event:
     state_type: str    # HARD | SOFT
     attempt: int
 
+    @property
+    def problem(self) -> bool:
+        return self.state.upper() in PROBLEM_STATES[self.kind]
+
     def should_act(self, soft_attempt: int | None = None) -> tuple[bool, str]:
         """Act on HARD problem states, or on a SOFT one at the chosen attempt."""
         state, kind = self.state.upper(), self.kind
@@ -60,8 +64,11 @@ class CommandFile:
     def send(self, *fields: str) -> bool:
         if not self.path:
             return False
+        from xenha.grammar import CONTROL
+        # one command a line: no line end, no ';' (the field separator) and no
+        # control character (Nagios stores the text, terminals show it) in a field
         line = f'[{int(time.time())}] ' + ';'.join(
-            f.replace('\n', ' ').replace(';', ',') if i else f
+            CONTROL.sub(' ', f).replace(';', ',') if i else f
             for i, f in enumerate(fields)) + '\n'
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_APPEND)

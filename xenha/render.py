@@ -20,9 +20,7 @@ writes nothing at all.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -68,6 +66,9 @@ def render(cluster: Cluster, fmt: str, options: Options = Options()) -> dict[str
                 for path, text in render(cluster, f, options).items()}
     if fmt not in FORMATS:
         raise RenderError(f'unknown format {fmt!r} (nagios, icinga2, xen or all)')
+    problems = check_options(options, fmt) + check_values(cluster)
+    if problems:
+        raise RenderError('; '.join(problems))
     env = _environment(options)
     context = _context(cluster, options, fmt)
     names = {'nagios': ('commands.cfg', 'templates.cfg', 'dom0s.cfg', 'storage.cfg',
@@ -108,26 +109,100 @@ def _environment(options: Options) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FunctionLoader(load), autoescape=False,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(cq=_command_word, iq=_string, xq=_string,
+    env.filters.update(cq=_command_word, aq=_argument_word, nv=_nagios_value,
+                       mv=_main_value, iq=_icinga_string, im=_icinga_macro_string,
+                       xq=_xen_string, cm=_comment,
                        units=lambda s: _units(s, options))
     return env
 
 
-def _command_word(value) -> str:
-    """One shell word for a Nagios command line (Nagios hands a line with quotes
-    to /bin/sh): a `$USERn$` macro as it is; anything else quoted when needed,
-    with `$` doubled (else a macro), `;` escaped (else a comment in the object
-    file) and `!` escaped (else an argument separator in check_command)."""
+# Each output format has its own escaping rules.  The inventory's grammars
+# already keep every value printable and on one line; these refuse what their
+# format cannot hold (RenderError) instead of writing it, and escape what it can.
+
+def _refuse_control(value: str, where: str) -> str:
+    from xenha import grammar
     value = str(value)
-    if re.fullmatch(r'\$USER\d+\$', value):
+    c = grammar.control(value)
+    if c:
+        raise RenderError(f'{inventory.show(value, 80)}: contains {c}, which {where} '
+                          'cannot hold: not rendered')
+    return value
+
+
+def _command_word(value) -> str:
+    """One shell word for a Nagios command_line (Nagios hands a line with quotes
+    to /bin/sh): a `$USERn$` macro as it is; anything else quoted when needed,
+    with `$` doubled (else a macro) and `;` escaped (else a comment in the
+    object file)."""
+    value = _refuse_control(value, 'a Nagios command line')
+    from xenha import grammar
+    if grammar.macro(value):
         return value
-    return (shlex.quote(value).replace('$', '$$').replace(';', r'\;')
-            .replace('!', r'\!'))
+    return shlex.quote(value).replace('$', '$$').replace(';', r'\;')
 
 
-def _string(value) -> str:
-    """A double-quoted string for Icinga 2, xl and xm configs (same escapes)."""
-    return json.dumps(str(value), ensure_ascii=False)
+def _argument_word(value) -> str:
+    """One shell word inside a check_command argument ($ARGn$): as a command
+    word, and `!` escaped (else an argument separator)."""
+    value = _refuse_control(value, 'a Nagios check_command')
+    from xenha import grammar
+    if grammar.macro(value):
+        return value
+    return _command_word(value).replace('!', r'\!')
+
+
+def _nagios_value(value) -> str:
+    """A Nagios object directive's value: one line, no blank at either end (Nagios
+    strips them), `;` escaped (else a comment)."""
+    value = _refuse_control(value, 'a Nagios object definition')
+    if value != value.strip():
+        raise RenderError(f'{value!r}: Nagios strips blanks at the ends of a value: '
+                          'not rendered')
+    return value.replace(';', r'\;')
+
+
+def _main_value(value) -> str:
+    """A nagios.cfg setting's value: one line, no blank at either end."""
+    value = _refuse_control(value, 'nagios.cfg')
+    if value != value.strip():
+        raise RenderError(f'{value!r}: nagios.cfg strips blanks at the ends of a value: '
+                          'not rendered')
+    return value
+
+
+_ICINGA_ESCAPES = {'\\': '\\\\', '"': '\\"', '\n': '\\n', '\t': '\\t', '\r': '\\r',
+                   '\b': '\\b', '\f': '\\f'}
+
+
+def _icinga_string(value) -> str:
+    """A double-quoted Icinga 2 string: \\ \" and the escapes Icinga 2 knows
+    (\\n \\t \\r \\b \\f); any other control character is refused."""
+    value = str(value)
+    out = ''.join(_ICINGA_ESCAPES.get(c, c) for c in value)
+    _refuse_control(out, 'an Icinga 2 string')
+    return f'"{out}"'
+
+
+def _icinga_macro_string(value) -> str:
+    """An Icinga 2 string that is resolved as a macro (custom variables, command
+    arrays: Icinga 2 resolves them recursively): also `$` doubled."""
+    return _icinga_string(str(value).replace('$', '$$'))
+
+
+def _xen_string(value) -> str:
+    """A double-quoted string for xl (libxlu) and xm (Python) configs: only \\
+    and \" are escaped (xl's \\x and octal escapes are unreliable); control
+    characters are refused."""
+    value = _refuse_control(value, 'an xl or xm config string')
+    return '"' + value.replace('\\', '\\\\').replace('"', '\\"') + '"'
+
+
+def _comment(value) -> str:
+    """Text inside a comment (#… or /* … */): control characters and '*/'
+    neutralized, so that a file name cannot end the comment or the line."""
+    from xenha import grammar
+    return grammar.CONTROL.sub('?', str(value)).replace('*/', '* /')
 
 
 def _units(seconds: float, options: Options) -> str:
@@ -139,9 +214,10 @@ def _context(cluster: Cluster, o: Options, fmt: str) -> dict:
     d = cluster.defaults
     icinga = fmt == 'icinga2'
     if icinga:
-        # Icinga 2 expressions: the PluginDir constant, or a quoted path.
-        plugin_dir = _string(o.plugin_dir) if o.plugin_dir else 'PluginDir'
-        handler_dir = _string(o.handler_dir) if o.handler_dir else plugin_dir
+        # Icinga 2 expressions: the PluginDir constant, or a quoted path (command
+        # arrays are resolved as macros: `$` doubled).
+        plugin_dir = _icinga_macro_string(o.plugin_dir) if o.plugin_dir else 'PluginDir'
+        handler_dir = _icinga_macro_string(o.handler_dir) if o.handler_dir else plugin_dir
         inv = o.inventory_path or str(Path(cluster.source).resolve())
     else:
         plugin_dir = _command_word(o.plugin_dir or '$USER1$')
@@ -170,8 +246,107 @@ def _context(cluster: Cluster, o: Options, fmt: str) -> dict:
         dom0s=dom0s, spares=cluster.spares(), storage=storage,
         targets=list(cluster.targets.values()), domus=list(cluster.domus.values()),
         dependencies=dependencies, target_args=_target_args,
-        targets_of=cluster.targets_of,
+        targets_of=cluster.targets_of, disk_name=disk_name,
     )
+
+
+def disk_name(index: int) -> str:
+    """The guest's name for its index-th disk: xvda … xvdz, xvdaa … (as Linux).
+
+    >>> [disk_name(i) for i in (0, 7, 25, 26, 27, 701, 702)]
+    ['xvda', 'xvdh', 'xvdz', 'xvdaa', 'xvdab', 'xvdzz', 'xvdaaa']
+    """
+    letters = ''
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord('a') + rest) + letters
+    return 'xvd' + letters
+
+
+# ---------------------------------------------------------------- defence in depth
+
+def check_values(cluster: Cluster) -> list[str]:
+    """Every value the renderings carry, checked again against its grammar.
+
+    The loader already did this; a Cluster built some other way (or a grammar
+    loosened one day) must still never put, say, `$(…)` into a host address
+    that Nagios hands to /bin/sh.  Returns the problems, one line each."""
+    from xenha import grammar as g
+    d = cluster.defaults
+    checks = [('[defaults] state_db', d.state_db, g.path),
+              ('[defaults] cluster_host', d.cluster_host, g.name),
+              ('[defaults] failover_service', d.failover_service, g.service),
+              ('[defaults] nagios_command_file', d.nagios_command_file, g.path)]
+    for h in cluster.dom0s.values():
+        p = f'[dom0.{inventory.show(h.name, 80)}]'
+        checks += [(p, h.name, g.name), (f'{p} address', h.address, g.host),
+                   (f'{p} ssh_user', h.ssh_user, g.user),
+                   (f'{p} ssh_key', h.ssh_key, g.path),
+                   (f'{p} known_hosts', h.known_hosts, g.path),
+                   (f'{p} toolstack_command', h.toolstack_command, g.argv)]
+    for s in cluster.storage.values():
+        p = f'[storage.{inventory.show(s.name, 80)}]'
+        checks += [(p, s.name, g.name), (f'{p} address', s.address, g.host)]
+    for t in cluster.targets.values():
+        p = f'[target.{inventory.show(t.name, 80)}]'
+        checks.append((p, t.name, g.name))
+        if t.kind == 'iscsi':
+            try:
+                g.portal(t.portal)
+                checks.append((f'{p} device', t.device, g.device))
+            except (ValueError, TypeError) as exc:
+                checks.append((f'{p} portal', t.portal, lambda v, e=exc: str(e)))
+            checks += [(f'{p} iqn', t.iqn, g.iqn),
+                       (f'{p} chap_user', t.chap_user, g.chap_user),
+                       (f'{p} chap_secret_file', t.chap_secret_file, g.path)]
+        else:
+            checks += [(f'{p} interface', t.interface, g.interface),
+                       (f'{p} device', t.device, g.device)]
+    for u in cluster.domus.values():
+        p = f'[domu.{inventory.show(u.name, 80)}]'
+        checks += [(p, u.name, g.domain), (f'{p} config', u.config, g.path),
+                   (f'{p} kernel', u.kernel, g.path), (f'{p} ramdisk', u.ramdisk, g.path),
+                   (f'{p} extra', u.extra, g.text),
+                   (f'{p} bootloader', u.bootloader, g.program)]
+        checks += [(f'{p} vif[{i}]', v, g.vif) for i, v in enumerate(u.vif)]
+    problems = []
+    for where, value, check in checks:
+        if value is None:
+            continue
+        why = check(value) if isinstance(value, str) else 'not a string'
+        if why:
+            problems.append(f'{where} = {inventory.show(repr(value), 120)}: {why}')
+    for h in cluster.dom0s.values():
+        if isinstance(h.port, bool) or not isinstance(h.port, int) or not 0 < h.port < 65536:
+            problems.append(f'[dom0.{inventory.show(h.name, 80)}] port = {h.port!r}: '
+                            'not a TCP port')
+    return problems
+
+
+def check_options(o: Options, fmt: str) -> list[str]:
+    """The render options end up in the objects too: same grammars."""
+    from xenha import grammar as g
+    problems = []
+    for flag, value in (('--plugin-dir', o.plugin_dir), ('--handler-dir', o.handler_dir),
+                        ('--config-inventory', o.inventory_path)):
+        if value is None:
+            continue
+        why = g.path_or_macro(value)
+        if why is None and g.macro(value) and fmt in ('icinga2', 'all'):
+            why = 'a $USERn$ macro is for Nagios only: Icinga 2 needs a path'
+        if why:
+            problems.append(f'{flag} {inventory.show(repr(value), 120)}: {why}')
+    for flag, value in (('--contact-group', o.contact_group),
+                        ('--timeperiod', o.timeperiod)):
+        why = g.name(value)
+        if why:
+            problems.append(f'{flag} {inventory.show(repr(value), 120)}: {why}')
+    if isinstance(o.interval_length, bool) or not isinstance(o.interval_length, int) \
+            or not 1 <= o.interval_length <= 3600:
+        problems.append(f'--interval-length {o.interval_length!r}: must be a whole number '
+                        'of seconds between 1 and 3600')
+    return problems
 
 
 # Nagios' own limits (nagios.cfg host_check_timeout, service_check_timeout) and
@@ -193,7 +368,7 @@ def _args(*pairs) -> str:
     """'-i KEY --known-hosts FILE' for a check_command's $ARG1$ (not a custom
     variable: Nagios strips the quotes out of those, see illegal_macro_output_chars).
     None values are left out; a None flag is a flag alone (--sudo)."""
-    return ' '.join(flag if value is True else f'{flag} {_command_word(value)}'
+    return ' '.join(flag if value is True else f'{flag} {_argument_word(value)}'
                     for flag, value in pairs if value not in (None, False))
 
 
@@ -295,21 +470,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, render, write; exit 0, 2 for a bad inventory or usage, 1 if writing fails."""
-    if args.interval_length < 1:
-        print('xenha render: --interval-length must be at least 1', file=sys.stderr)
+    if not 1 <= args.interval_length <= 3600:
+        print('xenha render: --interval-length must be at '
+              + ('least 1' if args.interval_length < 1 else 'most 3600'), file=sys.stderr)
         return 2
     options = Options(plugin_dir=args.plugin_dir, handler_dir=args.handler_dir,
                       inventory_path=args.config_inventory,
                       interval_length=1 if args.fast else args.interval_length,
                       contact_group=args.contact_group, timeperiod=args.timeperiod)
+    problems = check_options(options, args.format)
+    if problems:
+        for line in problems:
+            print(f'xenha render: {line}', file=sys.stderr)
+        return 2
     try:
         cluster = inventory.load(args.inventory)
         files = render(cluster, args.format, options)
     except InventoryError as e:
-        print(f'xenha render: {args.inventory}: {len(e.errors)} error(s), nothing '
-              'written:', file=sys.stderr)
+        print(f'xenha render: {inventory.show(args.inventory)}: {len(e.errors)} error(s), '
+              'nothing written:', file=sys.stderr)
         for line in e.errors:
             print(f'  {line}', file=sys.stderr)
+        return 2
+    except RenderError as e:
+        print(f'xenha render: {inventory.show(args.inventory)}: nothing written: {e}',
+              file=sys.stderr)
         return 2
     try:
         write_tree(files, args.output)

@@ -12,7 +12,9 @@ times a day: it is imported only inside `SSHRunner.connect`.
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import signal
 import subprocess
 import time
 from collections import namedtuple
@@ -79,13 +81,24 @@ class SSHOptions(namedtuple('SSHOptions',
 
 
 class LocalRunner:
-    """Runs argv lists with subprocess; never through a shell."""
+    """Runs argv lists with subprocess; never through a shell.
+
+    Each command runs in its own session (process group).  Its output is read
+    up to MAX_OUTPUT bytes a stream (the rest is drained and dropped), and the
+    command is done at its exit plus at most EOF_GRACE seconds for the output:
+    a daemon it left holding our pipes, a command still running at the end of
+    its time, or at the end of the run's -t budget, is killed with its whole
+    process group; nothing it started is left behind."""
 
     host = 'localhost'
 
-    def __init__(self, sudo: bool = False, env: dict | None = None):
+    def __init__(self, sudo: bool = False, env: dict | None = None,
+                 kill_group: bool = False):
         self.sudo = sudo
         self.env = env
+        # kill the whole group at the end even after a clean exit (fence agents:
+        # an ipmitool they left behind could power a host off later)
+        self.kill_group = kill_group
 
     def run(self, argv: Sequence[str], timeout: float,
             input: str | None = None) -> Result:
@@ -95,43 +108,37 @@ class LocalRunner:
                  input: str | None = None, meanwhile=None) -> list[Result]:
         """Run several commands at once (e.g. `xl list` and `xl info`: a check
         then waits for the slower one, not for both); Results in order.  All
-        must finish within `timeout`; the first that cannot run raises.
-        `meanwhile()` is called once they have started: the caller's own
-        work overlaps theirs."""
+        must finish within `timeout` (and the run's -t budget); the first that
+        cannot run raises.  `meanwhile()` is called once they have started: the
+        caller's own work overlaps theirs."""
+        from xenha import timing
+        timeout = timing.bound(timeout)
         deadline = time.monotonic() + timeout
         started = []
         try:
             for argv in argvs:
                 argv = ['sudo', '-n', *argv] if self.sudo else list(argv)
-                started.append((argv, self._start(argv, input)))
+                started.append(_Local(argv, self._start(argv, input), input))
             if meanwhile:
                 meanwhile()
-            return [self._finish(argv, proc, deadline, timeout, input)
-                    for argv, proc in started]
+            _collect_local(started, deadline, timeout)
+            return [c.result() for c in started]
         finally:
-            for _, proc in started:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            for c in started:
+                c.end(always=self.kill_group)
 
     def _start(self, argv: list[str], input: str | None):
         try:
             return subprocess.Popen(
                 argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
+                start_new_session=True)
         except FileNotFoundError:
             raise CommandNotFound(f'{argv[0]}: command not found') from None
         except PermissionError:
             raise CommandNotFound(f'{argv[0]}: permission denied') from None
-
-    @staticmethod
-    def _finish(argv, proc, deadline: float, timeout: float, input: str | None) -> Result:
-        try:
-            out, err = proc.communicate(input, timeout=max(deadline - time.monotonic(), 0))
-        except subprocess.TimeoutExpired:
-            raise CommandTimeout(
-                f'{shlex.join(argv)} did not finish within {timeout:g}s') from None
-        return Result(proc.returncode, out, err)
+        except OSError as exc:
+            raise CommandNotFound(f'{argv[0]}: cannot run: {exc.strerror}') from None
 
     def close(self) -> None:
         pass
@@ -141,6 +148,124 @@ class LocalRunner:
 
     def __exit__(self, *exc):
         self.close()
+
+
+MAX_OUTPUT = 1024 * 1024   # bytes kept of a command's stdout (and of its stderr)
+
+
+def _keep(buf: bytearray, data: bytes) -> None:
+    """Append `data` to `buf` up to MAX_OUTPUT bytes; the rest is dropped."""
+    if len(buf) < MAX_OUTPUT:
+        buf += data[:MAX_OUTPUT - len(buf)]
+
+
+def _decode(data: bytes) -> str:
+    """Output as text: not UTF-8 is not a reason to fail, a parser says what it
+    cannot read (U+FFFD where a byte was wrong)."""
+    return data.decode('utf-8', errors='replace')
+
+
+class _Local:
+    """One started command: its pipes, what it said, when it exited."""
+
+    def __init__(self, argv, proc, input: str | None):
+        self.argv, self.proc = argv, proc
+        self.out, self.err = bytearray(), bytearray()
+        self.exited_at = None
+        self.lingering = False     # something still held the pipes after the exit
+        self.timed_out = False
+        self.stdin = (input or '').encode() if input is not None else None
+
+    def result(self) -> Result:
+        return Result(self.proc.returncode, _decode(self.out), _decode(self.err))
+
+    def end(self, always: bool = False) -> None:
+        """Kill the process group if anything of it may still run; reap."""
+        p = self.proc
+        if always or p.poll() is None or self.lingering or self.timed_out:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for f in (p.stdin, p.stdout, p.stderr):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _collect_local(cmds: list, deadline: float, timeout: float) -> None:
+    import selectors
+    sel = selectors.DefaultSelector()
+    try:
+        for c in cmds:
+            for f, buf in ((c.proc.stdout, c.out), (c.proc.stderr, c.err)):
+                os.set_blocking(f.fileno(), False)
+                sel.register(f, selectors.EVENT_READ, (c, buf))
+            if c.stdin is not None:
+                os.set_blocking(c.proc.stdin.fileno(), False)
+                sel.register(c.proc.stdin, selectors.EVENT_WRITE, (c, None))
+        while True:
+            now = time.monotonic()
+            reading = {key.data[0] for key in sel.get_map().values()
+                       if key.data[1] is not None}
+            unfinished = []
+            for c in cmds:
+                if c.exited_at is None and c.proc.poll() is not None:
+                    c.exited_at = now
+                if c.exited_at is None:
+                    unfinished.append(c)
+                elif c in reading and now - c.exited_at > EOF_GRACE:
+                    # exited, its output still open: what it started holds it
+                    c.lingering = True
+                    for key in list(sel.get_map().values()):
+                        if key.data[0] is c:
+                            sel.unregister(key.fileobj)
+                elif c in reading:
+                    unfinished.append(c)
+            if not unfinished:
+                return
+            if now > deadline:
+                for c in unfinished:
+                    c.timed_out = True
+                raise CommandTimeout(f'{shlex.join(unfinished[0].argv)} did not finish '
+                                     f'within {timeout:g}s')
+            if not sel.get_map():
+                # every pipe closed: only the exits are left to wait for
+                try:
+                    unfinished[0].proc.wait(timeout=max(deadline - now, 0.001))
+                except subprocess.TimeoutExpired:
+                    pass
+                continue
+            for key, events in sel.select(min(0.05, max(deadline - now, 0.001))):
+                c, buf = key.data
+                if buf is None:                     # stdin: write what is left
+                    try:
+                        n = os.write(key.fileobj.fileno(), c.stdin)
+                        c.stdin = c.stdin[n:]
+                    except BlockingIOError:
+                        continue                # the pipe is full: write the rest later
+                    except OSError:             # it exited, or closed its stdin
+                        c.stdin = b''
+                    if not c.stdin:
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()
+                    continue
+                try:
+                    chunk = os.read(key.fileobj.fileno(), 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                _keep(buf, chunk)
+    finally:
+        sel.close()
 
 
 def _split_timeouts(total: float) -> tuple[float, float]:
@@ -194,42 +319,49 @@ class SSHRunner:
 
         import paramiko  # lazy: local mode never pays for it
 
+        from xenha import timing
         client = paramiko.SSHClient()
         known = self.opts.known_hosts or os.path.expanduser('~/.ssh/known_hosts')
-        try:
-            if self.opts.known_hosts or os.path.exists(known):
-                client.load_host_keys(known)
-            else:
-                client.load_system_host_keys()
-        except FileNotFoundError:
-            raise HostKeyUnknown(
-                f'known_hosts file {known} does not exist') from None
-        except (OSError, paramiko.SSHException) as exc:
-            raise HostKeyUnknown(f'cannot read known_hosts {known}: {exc}') from None
+        self._load_known_hosts(client, known)
         if self.opts.accept_new_host_key:
             client.set_missing_host_key_policy(_AcceptNewPolicy(known))
         else:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
         connect_t, _ = _split_timeouts(self.timeout)
+        connect_t = timing.bound(connect_t)          # never past the run's -t
         where = self._where()
         # paramiko logs transport errors through logging; without a handler
         # Python prints them on stderr next to our one-line answer
         logging.getLogger('paramiko').addHandler(logging.NullHandler())
         logging.getLogger('paramiko').propagate = False
-        if self.opts.identity and not os.access(self.opts.identity, os.R_OK):
-            raise AuthFailed(f'cannot read SSH key {self.opts.identity}')
+        if self.opts.identity:
+            _check_key(self.opts.identity)
         started = time.monotonic()
+        banner = b''
         try:
             # our own socket, for TCP_NODELAY: without it each command's small
             # packets wait out the peer's delayed ACK (~40 ms a command; OpenSSH
             # sets it too)
             sock = socket.create_connection((self.host, self.opts.port), timeout=connect_t)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            banner = _peek_banner(sock, max(connect_t - (time.monotonic() - started), 0.05))
+            if banner == b'':
+                sock.close()
+                raise HostUnreachable(f'SSH to {where}: the server closed the connection '
+                                      'before its SSH banner')
+            if banner is not None and not _ssh_banner(banner):
+                sock.close()
+                raise HostUnreachable(f'SSH to {where}: not an SSH server (its banner is '
+                                      f'{_printable(banner)})')
+            left = max(connect_t - (time.monotonic() - started), 0.05)
             client.connect(
                 self.host, port=self.opts.port, username=self.opts.user,
                 key_filename=self.opts.identity, look_for_keys=self.opts.identity is None,
-                allow_agent=False, timeout=connect_t, banner_timeout=connect_t,
-                auth_timeout=connect_t, channel_timeout=connect_t, sock=sock)
+                allow_agent=False, timeout=left, banner_timeout=left,
+                auth_timeout=left, channel_timeout=left, sock=sock)
+        except RunnerError:
+            client.close()
+            raise
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise HostKeyChanged(
@@ -237,6 +369,10 @@ class SSHRunner:
                 f'{exc.key.get_fingerprint().hex()}): possible man-in-the-middle; '
                 f'if the host was reinstalled, remove its old entry from {known}'
             ) from None
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise AuthFailed(f'SSH key {self.opts.identity or "(default)"} is encrypted: '
+                             'xenha needs a key without a passphrase') from None
         except paramiko.AuthenticationException:
             client.close()
             raise AuthFailed(
@@ -258,6 +394,10 @@ class SSHRunner:
                     f'host key for {where} is unknown: add it to {known} '
                     f'(ssh-keyscan -p {self.opts.port} {self.host} >> {known}) '
                     f'or pass --ssh-accept-new-host-key') from None
+            if 'Error reading SSH protocol banner' in msg or 'Indecipherable' in msg:
+                raise HostUnreachable(
+                    f'SSH to {where}: garbage instead of an SSH banner'
+                    + (f' ({_printable(banner)})' if banner else '')) from None
             if 'banner' in msg.lower() or 'timed out' in msg.lower():
                 raise HostTimeout(
                     f'SSH to {where} timed out after {connect_t:g}s '
@@ -276,8 +416,39 @@ class SSHRunner:
             client.close()
             if isinstance(exc, socket.gaierror):
                 raise HostUnreachable(f'cannot resolve {self.host}: {exc}') from None
-            raise HostUnreachable(f'SSH to {where}: {exc.strerror or exc}') from None
+            raise HostUnreachable(f'SSH to {where}: {getattr(exc, "strerror", None) or exc or type(exc).__name__}') from None
+        except Exception as exc:  # noqa: BLE001 - paramiko and cryptography raise many kinds
+            client.close()
+            raise HostUnreachable(f'SSH to {where} failed: {type(exc).__name__}: '
+                                  f'{exc}') from None
         self._client = client
+
+    def _load_known_hosts(self, client, known: str) -> None:
+        """known_hosts, read with bounds: a missing file is an error unless new
+        keys may be recorded (then it starts empty); garbage is an error."""
+        from xenha import files
+        try:
+            files.read_bytes(known, files.TEXT_LIMIT)   # a regular file, not huge
+        except FileNotFoundError:
+            if self.opts.accept_new_host_key:
+                return                                  # the first key makes it
+            if not self.opts.known_hosts:
+                client.load_system_host_keys()
+                return
+            raise HostKeyUnknown(f'known_hosts file {known} does not exist') from None
+        except OSError as exc:
+            raise HostKeyUnknown(f'cannot read known_hosts {known}: '
+                                 f'{exc.strerror or exc}') from None
+        try:
+            client.load_host_keys(known)
+        except UnicodeDecodeError:
+            raise HostKeyUnknown(f'cannot read known_hosts {known}: not text '
+                                 '(not UTF-8)') from None
+        except Exception as exc:  # noqa: BLE001 - InvalidHostKey, SSHException, ...
+            line = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ''
+            raise HostKeyUnknown(f'cannot read known_hosts {known}: a line is not a host '
+                                 f'key ({_printable(line.encode()[:60]) if line else exc})'
+                                 ) from None
 
     def close(self) -> None:
         if self._client is not None:
@@ -305,8 +476,13 @@ class SSHRunner:
                  input: str | None = None, meanwhile=None) -> list[Result]:
         """Several commands at once, one session each on the one connection;
         Results in order, all within `timeout`; `meanwhile()` as LocalRunner's.
-        More commands than the server's sessions allow run in turns."""
-        timeout = self.timeout if timeout is None else timeout
+        More commands than the server's sessions allow run in turns.  The
+        run's -t budget bounds `timeout` too."""
+        from xenha import timing
+        requested = self.timeout if timeout is None else timeout
+        timeout = timing.bound(requested)
+        if timeout < 0.9 * requested:       # said as cut: the budget decided
+            requested = round(timeout, 1)
         started = time.monotonic()
         self.connect()
         deadline = started + max(timeout, 0.1)
@@ -318,7 +494,7 @@ class SSHRunner:
                 for argv in todo:
                     # the first of a turn waits for a session; the others only
                     # take free ones (never wait on our own sessions)
-                    item = self._open(argv, deadline, timeout, wait=not batch)
+                    item = self._open(argv, deadline, requested, wait=not batch)
                     if item is None:
                         break
                     batch.append(item)
@@ -329,8 +505,19 @@ class SSHRunner:
                 if meanwhile:
                     meanwhile()
                     meanwhile = None
-                self._collect(batch, deadline, timeout)
+                self._collect(batch, deadline, requested)
                 results += [self._result(*item) for item in batch]
+            except RunnerError:
+                raise
+            except (EOFError, OSError) as exc:
+                self.close()
+                raise HostUnreachable(f'connection to {self._where()} lost: '
+                                      f'{getattr(exc, "strerror", None) or exc or type(exc).__name__}'
+                                      ) from None
+            except Exception as exc:  # noqa: BLE001 - paramiko.SSHException and kin
+                self.close()
+                raise HostUnreachable(f'connection to {self._where()} failed: '
+                                      f'{type(exc).__name__}: {exc}') from None
             finally:
                 self._release(len(batch))
         return results
@@ -401,10 +588,10 @@ class SSHRunner:
             for item in list(pending):
                 _, line, chan, out, err = item
                 while chan.recv_ready():
-                    out += chan.recv(65536)
+                    _keep(out, chan.recv(65536))
                     progressed = True
                 while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
+                    _keep(err, chan.recv_stderr(65536))
                     progressed = True
                 # done at EOF, not at the exit status: sshd may send the status
                 # before the last of the output (seen with real xl info); but a
@@ -438,8 +625,54 @@ class SSHRunner:
         if status == 127 and not out:
             raise CommandNotFound(
                 f'{argv[0]}: command not found on {self._where()}')
-        return Result(status, out.decode(errors='replace'),
-                      err.decode(errors='replace'))
+        return Result(status, _decode(out), _decode(err))
+
+
+def _peek_banner(sock, timeout: float) -> bytes | None:
+    """The first bytes the server sends, left in the socket for paramiko:
+    b'' if it closed the connection, None if it sent nothing in `timeout`."""
+    import socket
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(256, socket.MSG_PEEK)
+    except socket.timeout:
+        return None
+    finally:
+        sock.settimeout(None)
+
+
+def _ssh_banner(data: bytes) -> bool:
+    """Could this be the start of an SSH server's identification?"""
+    return data.startswith(b'SSH-') or b'SSH-'.startswith(data) or b'\nSSH-' in data
+
+
+def _printable(data: bytes, limit: int = 60) -> str:
+    text = data[:limit].decode('ascii', errors='replace').rstrip('\r\n')
+    return repr(text + ('…' if len(data) > limit else ''))
+
+
+def _check_key(path: str) -> None:
+    """The SSH private key is readable, small, and one paramiko can use without a
+    passphrase: else AuthFailed saying which (not "refused" by the host)."""
+    import paramiko
+    from xenha import files
+    try:
+        files.read_bytes(path, files.SECRET_LIMIT)
+    except OSError as exc:
+        raise AuthFailed(f'cannot read SSH key {path}: {exc.strerror or exc}') from None
+    if not hasattr(paramiko.PKey, 'from_path'):          # paramiko < 3.2
+        return
+    try:
+        paramiko.PKey.from_path(path)
+    except Exception as exc:  # noqa: BLE001 - ValueError, SSHException, UnknownKeyType
+        # an encrypted key: PasswordRequiredException, or cryptography's TypeError
+        if isinstance(exc, paramiko.PasswordRequiredException) or (
+                isinstance(exc, TypeError) and re.search(r'encrypted|password',
+                                                          str(exc), re.I)):
+            raise AuthFailed(f'SSH key {path} is encrypted: xenha needs a key without a '
+                             'passphrase') from None
+        raise AuthFailed(f'SSH key {path} is not a private key xenha can use '
+                         f'({type(exc).__name__})') from None
 
 
 class _AcceptNewPolicy:
@@ -458,8 +691,13 @@ class _AcceptNewPolicy:
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, mode=0o700, exist_ok=True)
-        with open(self.path, 'a', encoding='ascii') as fh:
-            fh.write(f'{hostname} {key.get_name()} {key.get_base64()}\n')
+        from xenha import files
+        # never through a symlink; a new file for its owner only
+        fd = files.open_append(self.path, 0o600)
+        try:
+            os.write(fd, f'{hostname} {key.get_name()} {key.get_base64()}\n'.encode())
+        finally:
+            os.close(fd)
 
 
 def make_runner(host: str | None, opts: SSHOptions = SSHOptions(),

@@ -13,9 +13,11 @@ place the first time a newer xenha opens it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections import namedtuple
@@ -95,9 +97,20 @@ CREATE TABLE IF NOT EXISTS doubt (
 );
 """
 
+# Version 3: storage fencing: the targets on which a dom0's write access was
+# revoked (confirmed by reading the target back), until `xenha unfence`.
+SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS revoked (
+    host      TEXT NOT NULL,      -- as in listing.host: the dom0's address
+    target    TEXT NOT NULL,      -- inventory target name
+    at        REAL NOT NULL,
+    PRIMARY KEY (host, target)
+);
+"""
+
 # Each brings the database from version i to i + 1; every statement is
 # idempotent (IF NOT EXISTS), so two processes upgrading at once both succeed.
-MIGRATIONS = (SCHEMA_V1, SCHEMA_V2)
+MIGRATIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
 
 
 class StateDBError(Exception):
@@ -125,25 +138,37 @@ class Sighting(namedtuple('Sighting', 'domu host seen_at missing_since')):
 
 
 class StateDB:
-    def __init__(self, path: str | os.PathLike | None = None, timeout: float = 10.0):
+    def __init__(self, path: str | os.PathLike | None = None,
+                 timeout: float | None = None):
         self.path = str(path or default_path())
-        # os.path, not pathlib: pathlib drags in urllib.parse and ipaddress (~4 ms a check)
-        directory = os.path.dirname(os.path.abspath(self.path))
+        # the busy timeout: 10 s, or what the run's -t budget leaves (a check
+        # must answer before Nagios kills it, locked database or not)
+        from xenha import timing
+        timeout = timing.bound(10.0 if timeout is None else timeout)
         try:
-            os.makedirs(directory, exist_ok=True)
+            _safe_db_path(self.path)
             self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
                                       check_same_thread=False)
+        except StateDBError:
+            raise
         except (OSError, sqlite3.Error) as exc:
-            why = ('not a directory: ' + directory if os.path.exists(directory)
-                   and not os.path.isdir(directory) else getattr(exc, 'strerror', None) or exc)
-            raise StateDBError(f'cannot open the state database {self.path}: {why}') from None
-        self.db.execute('PRAGMA busy_timeout = %d' % int(timeout * 1000))
-        if self.db.execute('PRAGMA journal_mode').fetchone()[0] != 'wal':
-            self.db.execute('PRAGMA journal_mode = WAL')
-        self.db.execute('PRAGMA synchronous = NORMAL')
-        version = self.db.execute('PRAGMA user_version').fetchone()[0]
-        if version < len(MIGRATIONS):
-            self._migrate(version)
+            raise StateDBError(f'cannot open the state database {_show(self.path)}: '
+                               f'{_why(exc)}') from None
+        try:
+            self.db.execute('PRAGMA busy_timeout = %d' % int(timeout * 1000))
+            if self.db.execute('PRAGMA journal_mode').fetchone()[0] != 'wal':
+                self.db.execute('PRAGMA journal_mode = WAL')
+            self.db.execute('PRAGMA synchronous = NORMAL')
+            version = self.db.execute('PRAGMA user_version').fetchone()[0]
+            if version < len(MIGRATIONS):
+                self._migrate(version)
+            _safe_db_path(self.path, created=False)   # still no symlink (-wal, -shm too)
+        except (StateDBError, OSError, sqlite3.Error) as exc:
+            self.db.close()
+            if isinstance(exc, StateDBError):
+                raise
+            raise StateDBError(f'cannot use the state database {_show(self.path)}: '
+                               f'{_why(exc)}') from None
         self._lock = threading.Lock()   # the engine's threads share one connection
 
     def _migrate(self, version: int) -> None:
@@ -151,8 +176,17 @@ class StateDB:
         # A database from before versioning (user_version 0) may hold some of
         # version 1's tables already: its statements are all IF NOT EXISTS.
         for n in range(version, len(MIGRATIONS)):
-            self.db.executescript(f'BEGIN IMMEDIATE;\n{MIGRATIONS[n]}\n'
-                                  f'PRAGMA user_version = {n + 1};\nCOMMIT;')
+            try:
+                self.db.executescript(f'BEGIN IMMEDIATE;\n{MIGRATIONS[n]}\n'
+                                      f'PRAGMA user_version = {n + 1};\nCOMMIT;')
+            except sqlite3.Error:
+                if self.db.in_transaction:
+                    self.db.execute('ROLLBACK')
+                raise
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a statement waits for a lock held by another process."""
+        self.db.execute('PRAGMA busy_timeout = %d' % max(int(seconds * 1000), 1))
 
     def execute(self, sql: str, params=()):
         with self._lock:
@@ -221,6 +255,24 @@ class StateDB:
                        (domu, host))
         return row[0] if row and row[0] is not None else at
 
+    # -- storage fencing: where a dom0 may no longer write ---------------------------
+    def record_revoked(self, host: str, *targets: str) -> None:
+        now = time.time()
+        for t in targets:
+            self.execute('INSERT OR REPLACE INTO revoked VALUES (?,?,?)', (host, t, now))
+
+    def revoked(self) -> dict[str, frozenset]:
+        """dom0 address -> the targets it is revoked on."""
+        out: dict[str, set] = {}
+        for host, target in self.execute('SELECT host, target FROM revoked'):
+            out.setdefault(host, set()).add(target)
+        return {h: frozenset(t) for h, t in out.items()}
+
+    def clear_revoked(self, host: str, *targets: str) -> None:
+        if targets:
+            self.execute(f'DELETE FROM revoked WHERE host = ? AND target IN '
+                         f'({",".join("?" * len(targets))})', (host, *targets))
+
     # -- doubts: domUs a job left alone because a silent dom0 may run them ---------
     def record_doubt(self, domu: str, host: str, why: str, job: str | None = None) -> None:
         self.execute('INSERT OR REPLACE INTO doubt VALUES (?,?,?,?,?)',
@@ -282,7 +334,7 @@ class StateDB:
     # -- leases, failover records, restart counts, journal --------------------
     def take_lease(self, name: str, job: str, wait: float = 0.0) -> Lease | None:
         import fcntl
-        fd = os.open(_lease_path(self.path, name), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_lock(_lease_path(self.path, name), create=True)
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -303,7 +355,7 @@ class StateDB:
         """Is the lease taken right now (by any process or thread)?"""
         import fcntl
         try:
-            fd = os.open(_lease_path(self.path, name), os.O_RDWR)
+            fd = _open_lock(_lease_path(self.path, name), create=False)
         except FileNotFoundError:
             return False
         try:
@@ -366,8 +418,38 @@ class StateDB:
             + ' ORDER BY id'
         return [dict(zip(JOURNAL_FIELDS, r)) for r in self.execute(sql, params)]
 
+_ROW_STATES = ('running', 'blocked', 'paused', 'shutdown', 'crashed', 'dying', 'inactive')
+
+
 def _listing(row) -> Listing:
-    return Listing(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+    """A cached listing, checked: a corrupt row (not JSON, wrong types, an unknown
+    state) is a StateDBError naming its host, never a traceback in whatever
+    reads it.  check_xen_host rewrites the row at its next run."""
+    host = row[0]
+    try:
+        domains = json.loads(row[3])
+        if not isinstance(domains, list):
+            raise ValueError('the domains are not a list')
+        for d in domains:
+            if not (isinstance(d, dict) and isinstance(d.get('name'), str)
+                    and d.get('state') in _ROW_STATES
+                    and all(isinstance(d.get(k), int) and not isinstance(d.get(k), bool)
+                            for k in ('memory', 'vcpus'))
+                    and (d.get('domid') is None or isinstance(d.get('domid'), int))
+                    and isinstance(d.get('flags'), str)
+                    and isinstance(d.get('cpu_time'), (int, float))):
+                raise ValueError('a domain entry is malformed')
+        taken_at = row[2]
+        if not isinstance(taken_at, (int, float)) or taken_at != taken_at:
+            raise ValueError('its time is not a number')
+        for memory in row[4:6]:
+            if memory is not None and not isinstance(memory, int):
+                raise ValueError('its memory figures are not numbers')
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise StateDBError(f'the state database holds a corrupt cached listing of '
+                           f'{_show(host)} ({exc}); check_xen_host rewrites it at its '
+                           'next run of that host') from None
+    return Listing(host, row[1], taken_at, domains, row[4], row[5])
 
 
 class Lease:
@@ -396,6 +478,83 @@ class Lease:
 
 
 def _lease_path(db_path: str, name: str) -> str:
+    """<db>.locks/<name>.lock; the directory made for its owner only and never
+    followed through a symlink."""
+    if not name or '/' in name or name.startswith('.') or '\0' in name:
+        raise StateDBError(f'not a lease name: {_show(name)}')
     d = f'{db_path}.locks'
-    os.makedirs(d, exist_ok=True)
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StateDBError(f'cannot make the lock directory {_show(d)}: {_why(exc)}') from None
+    st = os.lstat(d)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise StateDBError(f'the lock directory {_show(d)} is '
+                           + ('a symbolic link: refusing to follow it' if stat.S_ISLNK(
+                               st.st_mode) else 'not a directory'))
     return os.path.join(d, f'{name}.lock')
+
+
+def _open_lock(path: str, create: bool) -> int:
+    """An fd on a lock file: created 0600, never through a symlink."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        return os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateDBError(f'the lock file {_show(path)} is a symbolic link: '
+                               'refusing to follow it') from None
+        raise StateDBError(f'cannot open the lock file {_show(path)}: {_why(exc)}') from None
+
+
+def _safe_db_path(path: str, created: bool = True) -> None:
+    """The database file (and SQLite's -wal, -shm and -journal beside it) is a
+    regular file, not a symlink: SQLite would follow one and write someone
+    else's file.  A new database is created here first, for its owner only
+    (SQLite gives its -wal and -shm files the database's mode)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if created:
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            why = (f'not a directory: {_show(directory)}' if os.path.exists(directory)
+                   and not os.path.isdir(directory) else _why(exc))
+            raise StateDBError(f'cannot open the state database {_show(path)}: {why}') \
+                from None
+    for p in (path, path + '-wal', path + '-shm', path + '-journal'):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StateDBError(f'cannot open the state database {_show(path)}: '
+                               f'{_why(exc)}') from None
+        if stat.S_ISLNK(st.st_mode):
+            raise StateDBError(f'the state database {_show(p)} is a symbolic link: '
+                               "refusing to open it (it could point at someone else's "
+                               'file)')
+        if not stat.S_ISREG(st.st_mode):
+            raise StateDBError(f'the state database {_show(p)} is not a regular file')
+    if created and not os.path.lexists(path):
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            _safe_db_path(path, created=False)      # made meanwhile: check it again
+        except OSError as exc:
+            raise StateDBError(f'cannot create the state database {_show(path)}: '
+                               f'{_why(exc)}') from None
+
+
+def _why(exc) -> str:
+    return getattr(exc, 'strerror', None) or str(exc) or type(exc).__name__
+
+
+def _show(text: str) -> str:
+    """A path for a one-line message (control characters escaped)."""
+    text = str(text)
+    return text if text.isprintable() else json.dumps(text)

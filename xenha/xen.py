@@ -141,17 +141,24 @@ def parse_info(text: str) -> HostInfo:
         if not m:
             raise UnparseableOutput(f'cannot parse info line {line.strip()[:120]!r}')
         fields[m[1]] = m[2].strip()
-    try:
-        total = int(fields['total_memory']) * MiB
-        free = int(fields['free_memory']) * MiB
-    except KeyError as exc:
-        raise UnparseableOutput(f'toolstack info has no {exc.args[0]}') from None
-    except ValueError:
-        raise UnparseableOutput('toolstack info: memory is not a number') from None
+    for key in ('total_memory', 'free_memory'):
+        if key not in fields:
+            raise UnparseableOutput(f'toolstack info has no {key}')
+        # MiB as digits only: no sign (negative free memory is garbage, not a
+        # full host), no '1_000' (int() would take it)
+        if not re.fullmatch(r'\d{1,12}', fields[key]):
+            raise UnparseableOutput(f'toolstack info: {key} is not a number of MiB '
+                                    f'({fields[key][:40]!r})')
+    total = int(fields['total_memory']) * MiB
+    free = int(fields['free_memory']) * MiB
+    if free > total:
+        raise UnparseableOutput(f'toolstack info: free_memory ({free // MiB} MiB) is more '
+                                f'than total_memory ({total // MiB} MiB)')
     version = fields.get('xen_version') or '.'.join(
         fields.get(k, '?') for k in ('xen_major', 'xen_minor')) + fields.get('xen_extra', '')
     return HostInfo(host=fields.get('host', ''), total_memory=total, free_memory=free,
-                    nr_cpus=int(fields.get('nr_cpus', 0) or 0), xen_version=version,
+                    nr_cpus=int(fields['nr_cpus']) if re.fullmatch(
+                        r'\d{1,6}', fields.get('nr_cpus', '')) else 0, xen_version=version,
                     fields=fields)
 
 

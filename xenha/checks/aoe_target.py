@@ -173,6 +173,7 @@ def wait(args):
 
 
 def parse_args(argv=None):
+    from xenha.checks import storage_perf
     p = plugin.ArgumentParser('AOE_TARGET', __doc__)
     p.add_argument('--interface', metavar='IF', help='local mode: the SAN interface')
     p.add_argument('--shelf', type=int, help='AoE shelf (major) number')
@@ -181,21 +182,23 @@ def parse_args(argv=None):
                    help='local mode: list every target on the segment (wildcards)')
     p.add_argument('--identify', action='store_true',
                    help='local mode: also send ATA IDENTIFY (model, size)')
-    p.add_argument('--wait', type=float, metavar='SECONDS',
+    p.add_argument('--wait', type=plugin.seconds_arg(0, 3600), metavar='SECONDS',
                    help='how long to wait for the first answer (default min(-t - 0.5, 2))')
-    p.add_argument('--settle', type=float, default=0.1, metavar='SECONDS',
+    p.add_argument('--settle', type=plugin.seconds_arg(0, 60, low_ok=True), default=0.1,
+                   metavar='SECONDS',
                    help='after the first answer, wait this long for duplicates '
                         '(default 0.1)')
     p.add_argument('--initiator', action='store_true',
                    help='initiator mode on this dom0 (implied by -H)')
     p.add_argument('-w', '--warning', metavar='RANGE', default='',
-                   help='round-trip time range in seconds, e.g. 0.01')
+                   type=storage_perf.threshold_arg,
+                   help='round-trip time range in seconds, e.g. 0.01; --perf: read throughput in B/s, e.g. 100M:')
     p.add_argument('-c', '--critical', metavar='RANGE', default='',
-                   help='round-trip time range in seconds, e.g. 0.1')
+                   type=storage_perf.threshold_arg,
+                   help='round-trip time range in seconds, e.g. 0.1; --perf: read throughput in B/s, e.g. 20M:')
     plugin.add_ssh_arguments(p)
     p.add_argument('--sudo', action='store_true', help="prefix aoe-stat with 'sudo -n'")
     plugin.add_common_arguments(p)
-    from xenha.checks import storage_perf
     storage_perf.add_arguments(p)
     args = p.parse_args(argv)
     args.initiator = args.initiator or bool(args.hostname)
@@ -207,6 +210,12 @@ def parse_args(argv=None):
         p.error('--list is a local-mode (raw socket) listing')
     if not args.initiator and not args.interface:
         p.error('local mode needs --interface (or -H DOM0 for initiator mode)')
+    if args.interface is not None:
+        from xenha import grammar
+        if grammar.interface(args.interface):
+            p.error(f'--interface: {grammar.interface(args.interface)}')
+    if args.wait is not None and args.wait >= args.timeout:
+        p.error(f'--wait {args.wait:g} leaves nothing of -t {args.timeout:g}')
     for name, top in (('shelf', 0xfffe), ('slot', 0xfe)):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= top:
@@ -215,7 +224,7 @@ def parse_args(argv=None):
     return args
 
 
-@nagiosplugin.guarded
+@nagiosplugin.guarded      # under plugin.run in the installed command
 def main():
     args = parse_args()
     if args.perf:

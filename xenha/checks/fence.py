@@ -6,11 +6,17 @@ password, an unreachable BMC or a missing agent shows up now, not when the
 failover refuses to start anything.  Only the agents' read-only `status`
 action is used, run from here as a failover would run it; the password never
 goes on a command line or into the output.  The agents share -t, each given
-at most its own `timeout` from the inventory.
+at most its own `timeout` from the inventory.  A `storage` method reads the
+reservation of each disk of the dom0's guests from here (iSCSI keys and
+reservation, AoE reserve list), as a revoke would, and says whether the dom0
+may write them now.
 
   OK        an agent answers and says the dom0 is on
-  WARNING   the first agent fails but a later one answers; an agent says the
-            dom0 is off; only ssh fencing; fencing = "none"; a configuration
+  WARNING   the first agent fails but a later one answers (storage fencing
+            counts: a dead BMC then still lets a failover through); an agent
+            says the dom0 is off; the dom0 is revoked at the storage (fenced
+            there until `xenha unfence`); storage fencing cannot read a disk's
+            reservation; only ssh fencing; fencing = "none"; a configuration
             smell (e.g. a password file readable by everyone)
   CRITICAL  no agent of the chain answers: a failover would refuse
   UNKNOWN   bad inventory or dom0 name; -t ran out before an agent answered
@@ -78,6 +84,7 @@ class Fence(nagiosplugin.Resource):
             cluster = inventory.load(self.args.inventory)
         except inventory.InventoryError as exc:
             raise nagiosplugin.CheckError(f'cannot load inventory: {plugin.describe(exc)}')
+        self.cluster = cluster
         host = cluster.dom0s.get(self.dom0)
         if host is None:
             raise nagiosplugin.CheckError(
@@ -85,14 +92,56 @@ class Fence(nagiosplugin.Resource):
                 f'(dom0s: {", ".join(cluster.dom0s) or "none"})')
         return host.fencing
 
+    def storage(self, name: str, budget: float, problems) -> Probe:
+        """Storage fencing's readiness: can the monitoring node read (and so
+        revoke) each disk of the dom0's guests, may the dom0 write them now?"""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from xenha.storage import aoe, reservations
+        c = self.cluster
+        d = c.dom0s[self.dom0]
+        targets = {t.name: t for u in c.domus_homed_on(self.dom0) for t in c.targets_of(u)}
+        if not targets:
+            return Probe(name, 'storage', 'broken', f'no guest of {self.dom0} has a disk: '
+                         'storage fencing protects nothing here', 0.0, problems)
+        opener = ((lambda i: aoe.open_socket(i, c.defaults.san_netns))
+                  if c.defaults.san_netns else None)
+        me = reservations.dom0(d)
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=min(len(targets), 8)) as pool:
+            facts = list(pool.map(lambda t: reservations.readiness(
+                t, [me], timeout=budget, opener=opener), targets.values()))
+        took = time.monotonic() - started
+        broken = [f'{f.target}: {f.error}' for f in facts if f.error]
+        revoked = [f.target for f in facts if not f.error and not may_write(f, self.dom0)]
+        for f in facts:
+            _log.info('%s: %s', f.target, f)
+        if broken:
+            return Probe(name, 'storage', 'broken', 'cannot read ' + '; '.join(broken),
+                         took, problems)
+        if revoked:
+            return Probe(name, 'storage', 'revoked', f'{self.dom0} is revoked on '
+                         f'{", ".join(revoked)} (fenced at the storage: `xenha unfence '
+                         f'{self.dom0}` once it is repaired)', took, problems)
+        return Probe(name, 'storage', 'ready', f'storage ready on {len(facts)} '
+                     f'target{"s" if len(facts) != 1 else ""} (each reservation readable '
+                     f'from here, {self.dom0} may write)', took, problems)
+
     def probe(self):
-        from xenha import fencing
+        from xenha import fencing, timing
         # nagiosplugin's alarm fires after int(-t) seconds; the agents end before it
-        deadline = time.monotonic() + int(self.args.timeout) - MARGIN
+        # (and before the run's budget, counted from the start of the process)
+        deadline = time.monotonic() + timing.bound(int(self.args.timeout) - MARGIN,
+                                                   margin=MARGIN)
         methods = self.chain()
         agents_left = sum(m.method == 'agent' for m in methods)
         for m, name in zip(methods, labels(methods)):
             problems = tuple(fencing.problems(m))
+            if m.method == 'storage':
+                self.doing = f'{name}: reading the reservations'
+                budget = min(m.timeout, max(deadline - time.monotonic(), 0.5))
+                self.probes.append(self.storage(name, budget, problems))
+                continue
             if m.method != 'agent':
                 self.probes.append(Probe(name, m.method, 'unprobed', '', 0.0, problems))
                 continue
@@ -123,6 +172,14 @@ class Fence(nagiosplugin.Resource):
                                   context='chain')
 
 
+def may_write(facts, dom0: str) -> bool:
+    """May `dom0` write the disk now?  iSCSI: no reservation held, or its key
+    registered; AoE: an empty reserve list, or its MAC in it."""
+    if facts.kind == 'iscsi':
+        return facts.reservation in ('', 'none') or dict(facts.registered).get(dom0, False)
+    return dict(facts.allowed).get(dom0, True)
+
+
 # --- evaluation ------------------------------------------------------------------------
 def fragment(p: Probe, dom0: str, timeout: float) -> str:
     """One method's part of the status line."""
@@ -137,6 +194,8 @@ def fragment(p: Probe, dom0: str, timeout: float) -> str:
         return f'{p.label}: {p.message}'
     if p.method == 'ssh':
         return f'ssh (not probed: it works only while {dom0} answers SSH)'
+    if p.method == 'storage':
+        return p.message if p.state in ('ready', 'revoked') else f'{p.label}: {p.message}'
     return p.label
 
 
@@ -147,19 +206,30 @@ def verdict(dom0: str, probes: list[Probe], timeout: float) -> tuple:
     if [p.method for p in probes] == ['none']:
         return nagiosplugin.Warn, (f'{dom0}: fencing = none: a failover of {dom0} would '
                                    'start its guests unfenced')
+    methods = {p.method for p in probes}
+    stores = [p for p in probes if p.method == 'storage']
+    storage_works = any(p.state == 'ready' for p in stores)
+    if not agents and stores:
+        worry = not storage_works or any(p.problems for p in probes)
+        return (nagiosplugin.Warn if worry else nagiosplugin.Ok), f'{dom0}: ' + '; '.join(parts)
     if not agents:
         return nagiosplugin.Warn, (f'{dom0}: only ssh fencing: not enough for production '
                                    f'(not probed: it works only while {dom0} answers SSH)')
     if not any(p.works for p in agents):
+        if storage_works:       # a dead BMC: the disks still refuse the dom0
+            return nagiosplugin.Warn, f'{dom0}: ' + '; '.join(parts)
         if any(p.state == 'hung' for p in agents):
             return nagiosplugin.Unknown, f'{dom0}: ' + '; '.join(parts)
-        tail = (f' unless {dom0} still answers SSH' if any(p.method == 'ssh' for p in probes)
-                else '')
+        tail = ' or '.join(why for method, why in (
+            ('storage', 'storage fencing revokes it on every target'),
+            ('ssh', f'{dom0} still answers SSH')) if method in methods)
+        tail = f' unless {tail}' if tail else ''
         return nagiosplugin.Critical, (
             f'{dom0}: ' + '; '.join(parts) + f': a failover of {dom0} would refuse to '
             f'start anything{tail}')
     # a broken first agent, a host that is off, a configuration smell
-    worry = any(p.state != 'on' for p in agents) or any(p.problems for p in probes)
+    worry = any(p.state != 'on' for p in agents) or any(p.problems for p in probes) \
+        or any(p.state != 'ready' for p in stores)
     return (nagiosplugin.Warn if worry else nagiosplugin.Ok), f'{dom0}: ' + '; '.join(parts)
 
 
@@ -188,13 +258,10 @@ def parse_args(argv=None):
     p.add_argument('--dom0', required=True, metavar='NAME',
                    help='the dom0 whose fence chain to check (its [dom0.NAME])')
     plugin.add_common_arguments(p, timeout=10)
-    args = p.parse_args(argv)
-    if args.timeout < 1:
-        p.error('-t must be at least 1 second')
-    return args
+    return p.parse_args(argv)     # -t: whole seconds from 1 (plugin.timeout_arg)
 
 
-@nagiosplugin.guarded
+@nagiosplugin.guarded      # under plugin.run in the installed command
 def main():
     args = parse_args()
     resource = Fence(args)

@@ -286,7 +286,11 @@ def chap(args):
         except OSError as exc:
             raise nagiosplugin.CheckError(
                 f'cannot read CHAP secret file {args.chap_secret_file}: '
-                f'{exc.strerror}') from None
+                f'{exc.strerror or exc}') from None
+        except UnicodeDecodeError:
+            raise nagiosplugin.CheckError(
+                f'cannot read CHAP secret file {args.chap_secret_file}: not text '
+                '(not UTF-8)') from None
     if not secret:
         raise nagiosplugin.CheckError('--chap-user needs --chap-secret-file or '
                                       '$ISCSI_CHAP_SECRET')
@@ -295,6 +299,7 @@ def chap(args):
 
 
 def parse_args(argv=None):
+    from xenha.checks import storage_perf
     p = plugin.ArgumentParser('ISCSI_TARGET', __doc__)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument('--initiator', action='store_true',
@@ -304,10 +309,10 @@ def parse_args(argv=None):
     p.add_argument('-H', '--hostname', metavar='HOST',
                    help='portal mode: the portal address; --initiator/--server: '
                         'the host to SSH to (none: local)')
-    p.add_argument('-p', '--port', type=int, default=iscsi.DEFAULT_PORT,
+    p.add_argument('-p', '--port', type=plugin.port_arg, default=iscsi.DEFAULT_PORT,
                    help='portal TCP port (default 3260)')
     p.add_argument('--target', metavar='IQN', help='the target that must be served')
-    p.add_argument('--lun', type=int, default=1, help='LUN to probe (default 1)')
+    p.add_argument('--lun', type=lun_arg, default=1, help='LUN to probe (default 1)')
     p.add_argument('--initiator-name', metavar='IQN', default=iscsi.DEFAULT_INITIATOR,
                    help=f'our initiator name (ACLs); default {iscsi.DEFAULT_INITIATOR}')
     p.add_argument('--chap-user', metavar='USER', help='CHAP user name')
@@ -316,9 +321,11 @@ def parse_args(argv=None):
     p.add_argument('--chap-discovery', action='store_true',
                    help='use CHAP for the discovery session too')
     p.add_argument('-w', '--warning', metavar='RANGE', default='',
-                   help='login time range in seconds (portal mode), e.g. 0.5')
+                   type=storage_perf.threshold_arg,
+                   help='login time range in seconds (portal mode), e.g. 0.5; --perf: read throughput in B/s, e.g. 100M:')
     p.add_argument('-c', '--critical', metavar='RANGE', default='',
-                   help='login time range in seconds, e.g. 2')
+                   type=storage_perf.threshold_arg,
+                   help='login time range in seconds, e.g. 2; --perf: read throughput in B/s, e.g. 20M:')
     p.add_argument('--min-capacity', metavar='SIZE',
                    help='CRITICAL when the LUN is smaller (e.g. 10G)')
     p.add_argument('--via', metavar='DOM0',
@@ -327,19 +334,19 @@ def parse_args(argv=None):
                    help='--initiator: only sessions to this portal')
     p.add_argument('--tgtadm-command', default='tgtadm', metavar='CMD',
                    help="--server: argv prefix, e.g. 'sudo -n tgtadm'")
-    p.add_argument('--control-port', type=int, metavar='N',
+    p.add_argument('--control-port', type=plugin.port_arg, metavar='N',
                    help='--server: tgtd control port (tgtadm -C N)')
     p.add_argument('--expect-initiator', action='append', default=[], metavar='IQN',
                    help='--server: this initiator must be in the ACL (repeatable)')
     g = p.add_argument_group('SSH (--via, and -H with --initiator/--server)')
-    g.add_argument('--ssh-port', type=int, default=22, help='SSH port (default 22)')
+    g.add_argument('--ssh-port', type=plugin.port_arg, default=22,
+                   help='SSH port (default 22)')
     g.add_argument('-l', '--logname', default='root', metavar='USER')
     g.add_argument('-i', '--identity', metavar='KEYFILE')
     g.add_argument('--known-hosts', metavar='FILE')
     g.add_argument('--ssh-accept-new-host-key', action='store_true')
     g.add_argument('--sudo', action='store_true', help="prefix commands with 'sudo -n'")
     plugin.add_common_arguments(p)
-    from xenha.checks import storage_perf
     storage_perf.add_arguments(p)
     args = p.parse_args(argv)
     if not (args.initiator or args.server) and not args.hostname:
@@ -352,10 +359,26 @@ def parse_args(argv=None):
             args.min_capacity = plugin.parse_size(args.min_capacity)
         except ValueError as exc:
             p.error(str(exc))
+    for name in ('target', 'initiator_name'):
+        from xenha import grammar
+        value = getattr(args, name)
+        if value is not None and grammar.iqn(value):
+            p.error(f'--{name.replace("_", "-")}: {grammar.iqn(value)}')
     return args
 
 
-@nagiosplugin.guarded
+def lun_arg(text):
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not a LUN: {text!r}') from None
+    if not 0 <= value <= 16383:
+        raise argparse.ArgumentTypeError(f'a LUN is 0 to 16383, not {text!r}')
+    return value
+
+
+@nagiosplugin.guarded      # under plugin.run in the installed command
 def main():
     args = parse_args()
     if args.perf:

@@ -41,17 +41,35 @@ def add_arguments(p) -> None:
     g.add_argument('--offset', default='0', metavar='SIZE',
                    help='--perf: where on the disk to start (default 0)')
     g.add_argument('--latency-warning', metavar='RANGE', default='',
-                   help='--perf: p99 latency range in seconds, e.g. 0.05')
+                   type=plugin.range_arg(), help='--perf: p99 latency range in seconds, e.g. 0.05')
     g.add_argument('--latency-critical', metavar='RANGE', default='',
-                   help='--perf: p99 latency range in seconds, e.g. 0.5')
+                   type=plugin.range_arg(), help='--perf: p99 latency range in seconds, e.g. 0.5')
     g.add_argument('--write', action='store_true',
                    help='--perf: write the region first, then read it back: only for a '
                         'target marked scratch = true in --inventory')
     plugin.add_inventory_argument(g)
 
 
+def threshold_arg(text: str) -> str:
+    """-w/-c of the storage checks: a range of seconds, or with --perf of B/s
+    with size suffixes; checked here as the wider of the two, and again by
+    `check_arguments` once --perf is known."""
+    import argparse
+    try:
+        plugin.parse_range(text, sizes=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def check_arguments(p, args) -> None:
     """Option checks (usage errors are UNKNOWN with a status line)."""
+    for opt, flag in (('warning', '-w'), ('critical', '-c')):   # s, or B/s with --perf
+        try:
+            setattr(args, opt, plugin.parse_range(getattr(args, opt), sizes=args.perf))
+        except ValueError as exc:
+            p.error(f'argument {flag}/--{opt}: {exc}'
+                    + ('' if args.perf else ' (size suffixes only with --perf)'))
     if not args.perf:
         for opt in ('write', 'latency_warning', 'latency_critical'):
             if getattr(args, opt):
@@ -61,8 +79,6 @@ def check_arguments(p, args) -> None:
         args.bytes = plugin.parse_size(args.bytes)
         args.record = plugin.parse_size(args.record)
         args.offset = plugin.parse_size(args.offset)
-        args.warning = plugin.size_range(args.warning)
-        args.critical = plugin.size_range(args.critical)
     except ValueError as exc:
         p.error(str(exc))
     if args.bytes <= 0 or args.record <= 0 or args.bytes % 512 or args.record % 512 \

@@ -123,14 +123,15 @@ class CapacitySummary(nagiosplugin.Summary):
 def parse_args(argv=None):
     p = plugin.ArgumentParser('XEN_CAPACITY', __doc__)
     plugin.add_inventory_argument(p)
-    p.add_argument('--max-age', type=float, default=300, metavar='S',
+    p.add_argument('--max-age', type=plugin.seconds_arg(0, 86400 * 30, low_ok=True),
+                   default=300, metavar='S',
                    help='use cached figures younger than S seconds (default 300)')
     p.add_argument('--state-db', metavar='FILE', help="state cache (default: the inventory's)")
     plugin.add_common_arguments(p, timeout=20)
     return p.parse_args(argv)
 
 
-@nagiosplugin.guarded
+@nagiosplugin.guarded      # under plugin.run in the installed command
 def main():
     args = parse_args()
     check = nagiosplugin.Check(XenCapacity(args), Shortfall('shortfall'), CapacitySummary())

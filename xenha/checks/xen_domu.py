@@ -242,7 +242,7 @@ def parse_args(argv=None):
     p.add_argument('-d', '--domain', required=True, metavar='NAME', help='domU name')
     p.add_argument('--cluster', metavar='INVENTORY',
                    help='look on every dom0 of this cluster TOML (instead of -H)')
-    p.add_argument('--max-age', type=float, metavar='S',
+    p.add_argument('--max-age', type=plugin.seconds_arg(0, 86400 * 30, low_ok=True), metavar='S',
                    help="answer from check_xen_host's cached listing when younger than S seconds")
     p.add_argument('--state-db', metavar='FILE', default=None,
                    help='state cache (default: the inventory\'s, /var/lib/xenha/state.db '

@@ -5,8 +5,10 @@ this machine can run it, else the simulator, saying why), brings up the lab
 (dom0s, spare, iSCSI and AoE storage, BMCs), runs every check by hand, starts a
 real Nagios 4 on the rendered objects and waits until it shows everything OK,
 powers a dom0 off through its BMC, and tells with timestamps what Nagios saw
-and what the engine did until every domU of that dom0 runs again elsewhere;
-then where everything runs, and the lab goes down.  Hosts, guests and disks
+and what the engine did until every domU of that dom0 runs again elsewhere
+(the fast path: its BMC says off at the first failed check); then, on the
+simulated dom0s, another dom0 hangs (its BMC says on: the HARD path, nothing
+fenced before it); then where everything runs, and the lab goes down.  Hosts, guests and disks
 come from the lab itself (lab.info and its inventory), so the story is the same
 on both kinds of dom0.
 """
@@ -151,6 +153,21 @@ def tell(args, choice: Choice, fallback: bool = False) -> int:
         say(f'ipmitool chassis power off: {victim} is dark')
         _follow(lab, c, say, victim, guests, t_off,
                 timeout=max(120, 10 * c.timing.check_timeout))
+        hung = next((h.name for h in c.active() if h.name != victim
+                     and c.domus_homed_on(h.name)), None)
+        if hung and choice.xen == 'sim':
+            guests = [u.name for u in c.domus_homed_on(hung)]
+            say.section(f'a hung dom0: {hung} ({", ".join(guests)}) stops answering, its '
+                        'BMC still says on')
+            from xenha.lab import dom0 as dom0_lab
+            dom0_lab.hang(lab, hung)
+            say(f'{hung}: its sshd is frozen (SIGSTOP); the host is powered: not a power '
+                'loss, so nothing is fenced before Nagios says DOWN HARD')
+            _follow(lab, c, say, hung, guests, time.monotonic(), what='the hang',
+                    timeout=max(120, 10 * c.timing.check_timeout))
+        elif choice.xen == 'qemu':
+            say('(a hung dom0 on the slow path needs a third dom0: the simulated demo '
+                'shows it, `make demo XEN=sim`)')
         say.section('where everything runs now')
         subprocess.run([str(BIN / 'xenha'), 'status', '--live', '--inventory',
                         str(cluster.inventory_path(lab))])
@@ -270,9 +287,9 @@ def _where(output: str) -> str | None:
 
 
 def _follow(lab, c, say, victim: str, guests: list[str], t_off: float,
-            timeout: float = 120) -> None:
+            timeout: float = 120, what: str = 'the power-off') -> None:
     """Narrate Nagios' log and the engine's journal until every guest of the
-    dead dom0 is OK in Nagios on another dom0."""
+    dead dom0 is OK in Nagios on another dom0, and say which path fired."""
     from xenha.lab import nagios
     from xenha.state import StateDB
     seen_log = len(nagios.log_lines(lab))
@@ -301,9 +318,15 @@ def _follow(lab, c, say, victim: str, guests: list[str], t_off: float,
             if all(d.get('current_state') == '0' and int(d.get('last_check', 0)) >= wall_off
                    and where[g] not in (None, victim) for g, d in zip(guests, doms)):
                 places = ', '.join(f'{g} on {where[g]}' for g in guests)
+                ends = [r['message'] for r in rows if r['step'] == 'end'
+                        and r['dom0'] == victim]
+                path = ('the fast path: its BMC said off at the first failed check'
+                        if any('(fast path: ' in m for m in ends) else
+                        'the HARD path: its BMC said on, so Nagios\' DOWN HARD decided')
                 say(f'Nagios shows every guest of {victim} OK again ({places}): recovered '
-                    f'{time.monotonic() - t_off:.1f}s after the power-off (host check every '
-                    f'{t.dom0_check} s, retry {t.dom0_retry} s, {t.dom0_attempts} attempts)')
+                    f'{time.monotonic() - t_off:.1f}s after {what}, by {path} (host check '
+                    f'every {t.dom0_check} s, retry {t.dom0_retry} s, {t.dom0_attempts} '
+                    'attempts)')
                 return
             ticks += 1
             host = st.get(('host', victim), {})

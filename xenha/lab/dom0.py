@@ -34,6 +34,8 @@ COMMANDS = {
     'aoe-discover': 'xenha.lab.initiators:aoe_discover_main',
     'aoe-stat': 'xenha.lab.initiators:aoe_stat_main',
     'blockdev': 'xenha.lab.xensim:main_blockdev',
+    'sg_persist': 'xenha.lab.initiators:sg_persist_main',
+    'dd': 'xenha.lab.initiators:dd_main',
 }
 # -IS: no site processing, no environment: the stand-ins start in ~10 ms
 # instead of ~25 (a real xl is a C program; the lab should not be much slower)

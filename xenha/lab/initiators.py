@@ -120,6 +120,11 @@ class Host:
     def holder(self, sid) -> str:
         return f'iscsi-{self.name}-{sid}'
 
+    def control(self, sid) -> Path:
+        """The session holder's socket: block-layer requests on its session
+        (under the lab's claim: a socket path must stay short)."""
+        return control_path(self.lab, self.name, sid)
+
 
 def _err(msg: str, code: int) -> int:
     print(f'iscsiadm: {msg}', file=sys.stderr)
@@ -372,10 +377,27 @@ def hold(state_dir: str, host_name: str, sid: str) -> int:
         return 1
     local = session.sock.getsockname()[0]
     live = dict(result='ok', devices=devices, local=local)
+    # the kernel's block layer, for this session: what sg_persist and dd send
+    # through the dom0's device (one request a connection, a JSON line each way)
+    import select
+    import socket
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    host.control(sid).unlink(missing_ok=True)     # a holder killed with its host
+    control.bind(str(host.control(sid)))
+    control.listen(4)
     write(connection='LOGGED IN', session='LOGGED_IN', internal='NO CHANGE', **live)
+    next_ping = time.monotonic() + PING_INTERVAL
     try:
         while True:
-            time.sleep(PING_INTERVAL)
+            ready, _, _ = select.select([control], [], [],
+                                        max(next_ping - time.monotonic(), 0))
+            if ready:
+                conn, _ = control.accept()
+                with conn:
+                    conn.settimeout(PING_TIMEOUT)
+                    conn.sendall(json.dumps(_serve(session, conn)).encode() + b'\n')
+                continue
+            next_ping = time.monotonic() + PING_INTERVAL
             try:
                 if session is None:
                     session, _ = connect()
@@ -393,6 +415,134 @@ def hold(state_dir: str, host_name: str, sid: str) -> int:
         if session is not None:
             session.logout()
             session.close()
+    finally:
+        control.close()
+        host.control(sid).unlink(missing_ok=True)
+    return 0
+
+
+def _serve(session, conn) -> dict:
+    """One block-layer request on this session: register a key, read the
+    keys, write a block.  The answer says what the target said."""
+    try:
+        req = json.loads(conn.makefile().readline())
+        if session is None:
+            return {'ok': False, 'error': 'no session (the connection is down)'}
+        lun = int(req['lun'])
+        if req['op'] == 'register':
+            iscsi.pr_register(session, lun, int(req['key']), ignore_existing=True)
+            return {'ok': True}
+        if req['op'] == 'read_keys':
+            generation, keys = iscsi.pr_read_keys(session, lun)
+            return {'ok': True, 'generation': generation, 'keys': keys}
+        if req['op'] == 'read_reservation':
+            r = iscsi.pr_read_reservation(session, lun)
+            return {'ok': True, 'generation': r.generation, 'key': r.key, 'type': r.type,
+                    'held': r.held}
+        if req['op'] == 'write':
+            _, block = iscsi.read_capacity(session, lun)
+            iscsi.write10(session, lun, int(req.get('lba', 0)),
+                          bytes([0x5a]) * block * int(req.get('blocks', 1)), block)
+            return {'ok': True, 'bytes': block * int(req.get('blocks', 1))}
+        return {'ok': False, 'error': f'unknown request {req.get("op")!r}'}
+    except iscsi.ReservationConflict as exc:
+        return {'ok': False, 'error': 'RESERVATION CONFLICT', 'detail': str(exc)}
+    except (iscsi.IscsiError, OSError, ValueError, KeyError) as exc:
+        return {'ok': False, 'error': f'{type(exc).__name__}: {exc}'}
+
+
+def control_path(lab: Lab, host: str, sid) -> Path:
+    from xenha.lab.core import CLAIMS
+    return CLAIMS / str(lab.block) / f'{host}-{sid}.sock'
+
+
+def request(host: 'Host | None', device: str, op: str, lab: Lab | None = None,
+            host_name: str | None = None, **fields) -> dict:
+    """Send `op` to the session holder behind `device` on a lab dom0 (from a
+    stand-in on that dom0, or from the lab itself with lab + host_name)."""
+    import socket
+    if host is None:
+        state = Path(lab.info['hosts'][host_name]['state_dir'])
+        d = state / 'initiators'
+    else:
+        d, lab, host_name = host.dir, host.lab, host.name
+    path = d / 'iscsi.json'
+    rec = json.loads(path.read_text()) if path.exists() else {'sessions': {}}
+    for sid in rec['sessions']:
+        try:
+            status = json.loads((d / f'session-{sid}.json').read_text())
+        except (OSError, ValueError):
+            continue
+        if device in status.get('devices', []):
+            lun = int(device.rsplit('-lun-', 1)[1])
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                c.settimeout(LOGIN_TIMEOUT)
+                c.connect(str(control_path(lab, host_name, sid)))
+                c.sendall(json.dumps(dict(fields, op=op, lun=lun)).encode() + b'\n')
+                return json.loads(c.makefile().readline())
+    return {'ok': False, 'error': f'{device}: No such device'}
+
+
+def sg_persist_main(argv: list[str]) -> int:
+    """`sg_persist` (sg3-utils) on a lab dom0: --out --register-ignore and
+    --in --read-keys, sent through the session behind the device."""
+    host = Host()
+    device = next((a for a in argv if a.startswith('/')), None)
+    if device is None:
+        print('sg_persist: no device given', file=sys.stderr)
+        return 1
+    if '--register-ignore' in argv:
+        key = next(a.split('=', 1)[1] for a in argv if a.startswith('--param-sark='))
+        out = request(host, device, 'register', key=int(key, 16))
+        if not out['ok']:
+            print(f'PR out (Register and ignore existing key): {out["error"]}',
+                  file=sys.stderr)
+            return 24 if out['error'] == 'RESERVATION CONFLICT' else 1
+        return 0
+    if '--read-keys' in argv:
+        out = request(host, device, 'read_keys')
+        if not out['ok']:
+            print(f'PR in (Read keys): {out["error"]}', file=sys.stderr)
+            return 1
+        print(f'  PR generation=0x{out["generation"]:x}, ', end='')
+        if not out['keys']:
+            print('there are NO registered reservation keys')
+        else:
+            print(f'{len(out["keys"])} registered reservation keys follow:')
+            for k in out['keys']:
+                print(f'    0x{k:x}')
+        return 0
+    if '--read-reservation' in argv:
+        out = request(host, device, 'read_reservation')
+        if not out['ok']:
+            print(f'PR in (Read reservation): {out["error"]}', file=sys.stderr)
+            return 1
+        if not out['held']:
+            print(f'  PR generation=0x{out["generation"]:x}, there is NO reservation held')
+        else:
+            kind = {5: 'Write Exclusive, registrants only',
+                    6: 'Exclusive Access, registrants only',
+                    1: 'Write Exclusive', 3: 'Exclusive Access'}.get(out['type'],
+                                                                     str(out['type']))
+            print(f'  PR generation=0x{out["generation"]:x}, Reservation follows:\n'
+                  f'    Key=0x{out["key"]:x}\n    scope: LU_SCOPE,  type: {kind}')
+        return 0
+    print('sg_persist: only --out --register-ignore, --in --read-keys and '
+          '--read-reservation here (lab stand-in)', file=sys.stderr)
+    return 1
+
+
+def dd_main(argv: list[str]) -> int:
+    """`dd if=/dev/zero of=DEVICE bs=4k count=1 oflag=direct` on a lab dom0: one
+    block written through the session behind the device (a guest's write)."""
+    args = dict(a.split('=', 1) for a in argv if '=' in a)
+    device = args.get('of', '')
+    out = request(Host(), device, 'write', lba=int(args.get('seek', 0)))
+    if not out['ok']:
+        why = 'Input/output error' if out['error'] == 'RESERVATION CONFLICT' else out['error']
+        print(f"dd: error writing '{device}': {why}", file=sys.stderr)
+        return 1
+    print(f'1+0 records in\n1+0 records out\n{out["bytes"]} bytes copied', file=sys.stderr)
     return 0
 
 
@@ -416,31 +566,9 @@ def host_down(lab: Lab, host: str) -> None:
 
 
 # -- AoE -------------------------------------------------------------------------------
-CLONE_NEWNET = 0x40000000
 
 
-@contextmanager
-def netns(name: str):
-    """Run the block in network namespace `name` (this thread only).
-
-    setns(2) moves only the calling thread; sockets made inside keep that
-    namespace after we switch back.  Python 3.11 has no os.setns, so ctypes.
-    """
-    import ctypes    # only the AoE stand-ins need it
-    libc = ctypes.CDLL(None, use_errno=True)
-    home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
-    target = os.open(f'/var/run/netns/{name}', os.O_RDONLY)
-    try:
-        if libc.setns(target, CLONE_NEWNET):
-            raise OSError(ctypes.get_errno(), f'setns {name}')
-        try:
-            yield
-        finally:
-            if libc.setns(home, CLONE_NEWNET):
-                raise OSError(ctypes.get_errno(), 'setns back')
-    finally:
-        os.close(home)
-        os.close(target)
+netns = aoe.netns      # the product's (a monitoring node may keep its SAN in one)
 
 
 def _aoe_link(host: Host):

@@ -253,6 +253,14 @@ def _aoe_up(lab: Lab, hosts: list[str], exports: list[tuple[int, int]]) -> None:
         vblade_start(lab, shelf, slot)
 
 
+def mac_of(lab: Lab, host: str) -> str:
+    """The MAC of `host`'s interface on the SAN segment (its AoE identity)."""
+    import json
+    out = subprocess.run(['ip', '-n', netns_of(lab, host), '-j', 'link', 'show', 'dev',
+                          SAN_IF], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)[0]['address']
+
+
 def netns_of(lab: Lab, host: str) -> str:
     """The namespace of a dom0 (or 'monitor') on the SAN segment."""
     return info(lab)['aoe']['links'][host]['netns']

@@ -7,6 +7,16 @@ broadcast on one interface; every target exporting that address answers
 with its MAC, buffer count and firmware; an ATA IDENTIFY sent to one of
 them tells the model and size.  More than one answer for the same
 shelf.slot is two exports of the same address: a data-corruption risk.
+
+Storage fencing uses two more commands of vblade (25, Debian's; frame layout
+as its aoe.c/dat.h read them): Reserve/Release (3: read, set, force set of
+the list of MACs allowed to do I/O; an empty list lets everyone; any ATA
+command but IDENTIFY from a MAC outside a non-empty list gets error 6,
+"target reserved"; a "set" from outside the list is refused the same way,
+a "force set" never) and the Mac Mask List (2: read, or edit with add/delete
+directives, the MACs vblade answers at all; a frame from a MAC outside a
+non-empty mask gets no answer whatsoever).  `ata_write` / `ata_read` are
+what a test needs to see the target refuse or accept I/O.
 """
 
 from __future__ import annotations
@@ -16,14 +26,28 @@ import select
 import socket
 import struct
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+CLONE_NEWNET = 0x40000000
 ETH_P_AOE = 0x88A2
 BROADCAST = b'\xff' * 6
 SHELF_ANY, SLOT_ANY = 0xffff, 0xff
-CMD_ATA, CMD_QUERY = 0, 1
+CMD_ATA, CMD_QUERY, CMD_MASK, CMD_RESERVE = 0, 1, 2, 3
 FLAG_RESPONSE, FLAG_ERROR = 0x08, 0x04
 ATA_IDENTIFY = 0xec
+ATA_READ_EXT, ATA_WRITE_EXT = 0x24, 0x34
+AFLAG_WRITE, AFLAG_EXTEND = 0x01, 0x40
+ATA_STATUS_ERR = 0x01
+SECTOR = 512
+ERROR_RESERVED = 6
+# Reserve/Release: read the list, set it (only from a MAC in it, or when it is
+# empty), force set it (from anyone)
+RR_READ, RR_SET, RR_FORCE_SET = 0, 1, 2
+# Mac Mask List: read, edit; an edit carries directives
+MASK_READ, MASK_EDIT = 0, 1
+MD_NOP, MD_ADD, MD_DELETE = 0, 1, 2
+MASK_ERRORS = {1: 'unspecified error', 2: 'bad directive', 3: 'mask list full'}
 MIN_FRAME = 60          # Ethernet minimum without FCS; veth does not pad
 
 ERRORS = {1: 'unrecognized command', 2: 'bad argument', 3: 'device unavailable',
@@ -41,6 +65,23 @@ class NeedRawSocket(AoeError):
 
 class BadFrame(AoeError):
     """A frame that is not a well-formed AoE frame."""
+
+
+class NoAnswer(AoeError):
+    """The target did not answer in time (down, or a MAC mask leaves us out)."""
+
+
+class Refused(AoeError):
+    """The target answered with the AoE error flag; `.error` is its code
+    (6: target reserved, i.e. the reserve list leaves the sender out)."""
+
+    def __init__(self, message: str, error: int):
+        super().__init__(message)
+        self.error = error
+
+    @property
+    def reserved(self) -> bool:
+        return self.error == ERROR_RESERVED
 
 
 # -- codec ------------------------------------------------------------------------
@@ -90,6 +131,79 @@ def query_config(src: bytes, shelf: int, slot: int, tag: int,
 def ata_identify(src: bytes, dst: bytes, shelf: int, slot: int, tag: int) -> Frame:
     # aflags 0, feature 0, sector count 1, command IDENTIFY, lba 0, reserved
     arg = struct.pack('>BBBB6sH', 0, 0, 1, ATA_IDENTIFY, b'\0' * 6, 0)
+    return Frame(dst, src, shelf, slot, CMD_ATA, tag, arg=arg)
+
+
+def mac_bytes(text: str) -> bytes:
+    """'aa:bb:cc:dd:ee:ff', 'AA-BB-…' or 'aabbccddeeff' -> 6 bytes; ValueError."""
+    digits = text.replace(':', '').replace('-', '')
+    if len(digits) != 12:
+        raise ValueError(f'not a MAC address: {text!r}')
+    return bytes.fromhex(digits)
+
+
+def reserve_frame(src: bytes, dst: bytes, shelf: int, slot: int, tag: int,
+                  rcmd: int = RR_READ, macs=()) -> Frame:
+    """Reserve/Release: rcmd u8, nmacs u8, then nmacs MACs of 6 bytes."""
+    macs = [m if isinstance(m, bytes) else mac_bytes(m) for m in macs]
+    if len(macs) > 255:
+        raise ValueError('a reserve list holds at most 255 MACs')
+    arg = struct.pack('>BB', rcmd, len(macs)) + b''.join(macs)
+    return Frame(dst, src, shelf, slot, CMD_RESERVE, tag, arg=arg)
+
+
+def decode_reserve(arg: bytes) -> tuple[int, list[str]]:
+    """(rcmd, MACs of the list the target holds now) from a reply."""
+    if len(arg) < 2:
+        raise BadFrame('Reserve/Release argument too short')
+    rcmd, n = arg[0], arg[1]
+    if len(arg) < 2 + 6 * n:
+        raise BadFrame(f'Reserve/Release reply announces {n} MACs, carries '
+                       f'{(len(arg) - 2) // 6}')
+    return rcmd, [mac_text(arg[2 + 6 * i:8 + 6 * i]) for i in range(n)]
+
+
+def mask_frame(src: bytes, dst: bytes, shelf: int, slot: int, tag: int,
+               cmd: int = MASK_READ, directives=()) -> Frame:
+    """Mac Mask List: reserved u8, cmd u8, merror u8, nmacs u8, then one
+    8-byte directive per MAC (reserved u8, directive u8, MAC)."""
+    body = b''.join(struct.pack('>BB6s', 0, d, m if isinstance(m, bytes) else mac_bytes(m))
+                    for d, m in directives)
+    arg = struct.pack('>BBBB', 0, cmd, 0, len(directives)) + body
+    return Frame(dst, src, shelf, slot, CMD_MASK, tag, arg=arg)
+
+
+def decode_mask(arg: bytes) -> tuple[int, int, list[str]]:
+    """(cmd, mask error, MACs) from a reply; on a mask error nmacs is the
+    index of the directive that failed and no list follows."""
+    if len(arg) < 4:
+        raise BadFrame('Mac Mask argument too short')
+    cmd, merror, n = arg[1], arg[2], arg[3]
+    if merror:
+        return cmd, merror, []
+    if len(arg) < 4 + 8 * n:
+        raise BadFrame(f'Mac Mask reply announces {n} MACs, carries {(len(arg) - 4) // 8}')
+    return cmd, 0, [mac_text(arg[4 + 8 * i + 2:4 + 8 * i + 8]) for i in range(n)]
+
+
+def _lba48(lba: int) -> bytes:
+    # vblade reads the 6 LBA bytes least significant first
+    return lba.to_bytes(6, 'little')
+
+
+def ata_write(src: bytes, dst: bytes, shelf: int, slot: int, tag: int, lba: int,
+              data: bytes) -> Frame:
+    """WRITE SECTORS EXT of whole sectors (at most what the target's MTU takes)."""
+    if not data or len(data) % SECTOR:
+        raise ValueError(f'{len(data)} bytes is not a whole number of sectors')
+    arg = struct.pack('>BBBB6sH', AFLAG_EXTEND | AFLAG_WRITE, 0, len(data) // SECTOR,
+                      ATA_WRITE_EXT, _lba48(lba), 0) + data
+    return Frame(dst, src, shelf, slot, CMD_ATA, tag, arg=arg)
+
+
+def ata_read(src: bytes, dst: bytes, shelf: int, slot: int, tag: int, lba: int,
+             sectors: int = 1) -> Frame:
+    arg = struct.pack('>BBBB6sH', AFLAG_EXTEND, 0, sectors, ATA_READ_EXT, _lba48(lba), 0)
     return Frame(dst, src, shelf, slot, CMD_ATA, tag, arg=arg)
 
 
@@ -165,7 +279,41 @@ def mac_text(raw: bytes) -> str:
     return ':'.join(f'{b:02x}' for b in raw)
 
 
-def open_socket(interface: str) -> socket.socket:
+@contextmanager
+def netns(name: str):
+    """Run the block in network namespace `name` (this thread only): for a
+    monitoring node whose SAN interface lives in a namespace of its own.
+
+    setns(2) moves only the calling thread; sockets made inside keep that
+    namespace after we switch back.  Python 3.11 has no os.setns, so ctypes.
+    """
+    import ctypes    # only AoE from a namespace needs it
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
+    try:
+        target = os.open(f'/var/run/netns/{name}', os.O_RDONLY)
+    except OSError as exc:
+        os.close(home)
+        raise AoeError(f'network namespace {name}: {exc.strerror}') from None
+    try:
+        if libc.setns(target, CLONE_NEWNET):
+            raise AoeError(f'cannot enter network namespace {name}: '
+                           f'{os.strerror(ctypes.get_errno())}')
+        try:
+            yield
+        finally:
+            if libc.setns(home, CLONE_NEWNET):
+                raise OSError(ctypes.get_errno(), 'setns back')
+    finally:
+        os.close(home)
+        os.close(target)
+
+
+def open_socket(interface: str, netns_name: str | None = None) -> socket.socket:
+    """A raw AoE socket bound to `interface` (in `netns_name` when given)."""
+    if netns_name:
+        with netns(netns_name):
+            return open_socket(interface)
     try:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
                              socket.htons(ETH_P_AOE))
@@ -252,6 +400,86 @@ def _identify(sock, src: bytes, answer: Frame, timeout: float) -> Identity | Non
         raise BadFrame(f'e{answer.shelf}.{answer.slot} refused IDENTIFY: '
                        f'{ERRORS.get(frame.error, frame.error)}')
     return decode_identify(frame.arg)
+
+
+def request(sock, frame: Frame, timeout: float) -> Frame:
+    """Send one frame (its tag replaced by a fresh one), return the answer.
+
+    Raises NoAnswer after `timeout`, Refused when the answer has the error flag.
+    """
+    frame.tag = int.from_bytes(os.urandom(4), 'big') & 0x7fffffff
+    started = time.monotonic()
+    sock.send(frame.encode())
+    got = _collect(sock, frame.tag, started + timeout, None, started)
+    where = f'e{frame.shelf}.{frame.slot}'
+    if not got:
+        raise NoAnswer(f'{where} did not answer within {timeout:g}s (target down, or '
+                       f'its MAC mask list leaves out {mac_text(frame.src)})')
+    answer = got[0][0]
+    if answer.flags & FLAG_ERROR:
+        raise Refused(f'{where} refused {COMMANDS.get(frame.command, frame.command)} '
+                      f'from {mac_text(frame.src)}: '
+                      f'{ERRORS.get(answer.error, f"error {answer.error}")}', answer.error)
+    return answer
+
+
+COMMANDS = {CMD_ATA: 'the ATA command', CMD_QUERY: 'Query Config',
+            CMD_MASK: 'the Mac Mask command', CMD_RESERVE: 'Reserve/Release'}
+
+
+def _src(sock) -> bytes:
+    return sock.getsockname()[4]
+
+
+def reserve_list(sock, dst: bytes, shelf: int, slot: int, timeout: float) -> list[str]:
+    """The target's reserve list (empty: every MAC may do I/O)."""
+    answer = request(sock, reserve_frame(_src(sock), dst, shelf, slot, 0, RR_READ),
+                     timeout)
+    return decode_reserve(answer.arg)[1]
+
+
+def set_reserve_list(sock, dst: bytes, shelf: int, slot: int, macs, timeout: float,
+                     force: bool = True) -> list[str]:
+    """Set (force: even from a MAC outside the list) the reserve list; returns
+    the list the target answered with."""
+    frame = reserve_frame(_src(sock), dst, shelf, slot, 0,
+                          RR_FORCE_SET if force else RR_SET, macs)
+    return decode_reserve(request(sock, frame, timeout).arg)[1]
+
+
+def mask_list(sock, dst: bytes, shelf: int, slot: int, timeout: float) -> list[str]:
+    """The MACs the target serves at all (empty: everyone)."""
+    answer = request(sock, mask_frame(_src(sock), dst, shelf, slot, 0, MASK_READ), timeout)
+    return decode_mask(answer.arg)[2]
+
+
+def edit_mask_list(sock, dst: bytes, shelf: int, slot: int, add=(), delete=(),
+                   timeout: float = 1.0) -> list[str]:
+    directives = [(MD_ADD, m) for m in add] + [(MD_DELETE, m) for m in delete]
+    frame = mask_frame(_src(sock), dst, shelf, slot, 0, MASK_EDIT, directives)
+    cmd, merror, macs = decode_mask(request(sock, frame, timeout).arg)
+    if merror:
+        raise Refused(f'e{shelf}.{slot} refused the mask edit: '
+                      f'{MASK_ERRORS.get(merror, f"mask error {merror}")}', merror)
+    return macs
+
+
+def write_sectors(sock, dst: bytes, shelf: int, slot: int, lba: int, data: bytes,
+                  timeout: float) -> None:
+    """ATA WRITE SECTORS EXT; Refused (error 6 = reserved) when the target says no."""
+    answer = request(sock, ata_write(_src(sock), dst, shelf, slot, 0, lba, data), timeout)
+    if len(answer.arg) >= 4 and answer.arg[3] & ATA_STATUS_ERR:
+        raise Refused(f'e{shelf}.{slot}: ATA write failed (status '
+                      f'0x{answer.arg[3]:02x}, error 0x{answer.arg[1]:02x})', 0)
+
+
+def read_sectors(sock, dst: bytes, shelf: int, slot: int, lba: int, sectors: int,
+                 timeout: float) -> bytes:
+    answer = request(sock, ata_read(_src(sock), dst, shelf, slot, 0, lba, sectors), timeout)
+    if len(answer.arg) >= 4 and answer.arg[3] & ATA_STATUS_ERR:
+        raise Refused(f'e{shelf}.{slot}: ATA read failed (status '
+                      f'0x{answer.arg[3]:02x}, error 0x{answer.arg[1]:02x})', 0)
+    return answer.arg[12:12 + sectors * SECTOR]
 
 
 # -- aoe-stat -----------------------------------------------------------------------

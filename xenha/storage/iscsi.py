@@ -11,10 +11,21 @@ Why our own initiator instead of libiscsi's `iscsi-ls` / `iscsi-inq`:
   authorization, target missing, target unavailable) as data, not as text
   scraped from stderr.
 
-Only what a probe needs is implemented (RFC 7143): Login (security and
-operational stages, CHAP with MD5), Text (SendTargets), SCSI Command with
-Data-In (INQUIRY, READ CAPACITY(16), TEST UNIT READY, REPORT LUNS), NOP-Out
-ping, Logout.  No digests, no writes, one connection per session.
+Only what a probe and storage fencing need is implemented (RFC 7143): Login
+(security and operational stages, CHAP with MD5), Text (SendTargets), SCSI
+Command with Data-In (INQUIRY, READ CAPACITY(16), TEST UNIT READY, REPORT
+LUNS, READ(10), PERSISTENT RESERVE IN) and with Data-Out, as immediate data
+and after R2T (PERSISTENT RESERVE OUT, WRITE(10)), NOP-Out ping, Logout.  No
+digests, one connection per session.
+
+SCSI-3 persistent reservations (SPC-4 5.9, 6.15, 6.16) are the helpers at the
+end of the SCSI section (`pr_register`, `pr_reserve`, `pr_read_keys`, ...);
+`xenha.storage.reservations` builds storage fencing on them.  A registration
+belongs to one I_T nexus (for tgtd: one session), so a session registers its
+key before it writes; a command refused by a reservation raises
+`ReservationConflict` (status 0x18); the UNIT ATTENTION a preempt leaves for
+the other nexuses (2A/03 reservations preempted, 2A/04 released, 2A/05
+registrations preempted) is a notice, and the command is repeated.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ DEFAULT_INITIATOR = 'iqn.2026-01.org.xenha:monitor'
 OP_NOP_OUT, OP_SCSI_CMD, OP_LOGIN, OP_TEXT, OP_LOGOUT = 0x00, 0x01, 0x03, 0x04, 0x06
 OP_NOP_IN, OP_SCSI_RSP, OP_LOGIN_RSP, OP_TEXT_RSP = 0x20, 0x21, 0x23, 0x24
 OP_DATA_IN, OP_LOGOUT_RSP, OP_ASYNC, OP_REJECT = 0x25, 0x26, 0x32, 0x3f
+OP_DATA_OUT, OP_R2T = 0x05, 0x31
 IMMEDIATE = 0x40
 STAGE_SECURITY, STAGE_OPERATIONAL, STAGE_FULL = 0, 1, 3
 
@@ -101,8 +113,26 @@ class ProtocolError(IscsiError):
     """The peer said something we do not understand: could not decide."""
 
 
+class ReservationConflict(IscsiError):
+    """SCSI status RESERVATION CONFLICT (0x18): a persistent reservation (or
+    the PR rules of the command itself) refused this I_T nexus."""
+
+
+class PrRefused(IscsiError):
+    """A PERSISTENT RESERVE command the target refused with CHECK CONDITION
+    (e.g. ILLEGAL REQUEST: a service action or type it does not implement)."""
+
+    def __init__(self, message: str, key: int, asc: int, ascq: int):
+        super().__init__(message)
+        self.key, self.asc, self.ascq = key, asc, ascq
+
+
 class _UnitAttention(IscsiError):
     """Internal: retry the command."""
+
+    def __init__(self, message: str, asc: int = 0, ascq: int = 0):
+        super().__init__(message)
+        self.asc, self.ascq = asc, ascq
 
 
 # -- data ---------------------------------------------------------------------
@@ -113,8 +143,10 @@ class Chap:
 
     @classmethod
     def from_file(cls, user: str, path: str) -> 'Chap':
-        with open(path, encoding='utf-8') as fh:
-            return cls(user, fh.read().strip())
+        """The secret from a small regular file (a device or a FIFO is refused
+        at once: /dev/zero must not hang the check)."""
+        from xenha import files
+        return cls(user, files.read_bytes(path, files.SECRET_LIMIT).decode('utf-8').strip())
 
 
 @dataclass(frozen=True)
@@ -231,6 +263,8 @@ class Session:
         self.tsih = 0
         self.isid = b'\x80' + os.urandom(3) + b'\0\0'   # "random" ISID format
         self.connect_time = 0.0
+        self.negotiated: dict[str, str] = {}    # the target's operational answers
+        self.unit_attentions: list[tuple[int, int]] = []   # (asc, ascq) seen, in order
 
     # -- transport --
     def connect(self) -> None:
@@ -369,6 +403,7 @@ class Session:
                         'MaxConnections': 1})
         for _ in range(4):   # the target may need more than one round
             nsg, keys = self._login_step(STAGE_OPERATIONAL, STAGE_FULL, True, ops)
+            self.negotiated.update(keys)
             if nsg == STAGE_FULL:
                 return
             ops = {}
@@ -409,26 +444,43 @@ class Session:
             ttt, text = head[20:24], b''
         raise ProtocolError('SendTargets answer never ended')
 
-    def scsi(self, lun: int, cdb: bytes, length: int) -> bytes:
-        """Run a read-type command; returns the data, raises on CHECK CONDITION.
+    def scsi(self, lun: int, cdb: bytes, length: int, data_out: bytes = b'') -> bytes:
+        """Run one command; returns its Data-In, raises on CHECK CONDITION.
 
-        A new I_T nexus first gets UNIT ATTENTION (power on / reset): that is
-        a notice, not a fault, so the command is repeated (as sd.c does).
+        `data_out` goes to the target as immediate data (what the login
+        allowed) and the rest in Data-Out PDUs when the target asks (R2T).
+        A new I_T nexus first gets UNIT ATTENTION (power on / reset), and a
+        preempt or clear leaves one for the other nexuses: that is a notice,
+        not a fault, so the command is repeated (as sd.c does); each one seen
+        is kept in `unit_attentions`.
         """
         for _ in range(3):
             try:
-                return self._scsi_once(lun, cdb, length)
-            except _UnitAttention:
+                return self._scsi_once(lun, cdb, length, data_out)
+            except _UnitAttention as ua:
+                self.unit_attentions.append((ua.asc, ua.ascq))
                 continue
         raise LunNotReady(f'LUN {lun} of {self.target}: UNIT ATTENTION '
                           f'three times in a row')
 
-    def _scsi_once(self, lun: int, cdb: bytes, length: int) -> bytes:
+    def _limit(self, key: str, default: int) -> int:
+        try:
+            return int(self.negotiated.get(key, default))
+        except ValueError:
+            return default
+
+    def _scsi_once(self, lun: int, cdb: bytes, length: int, data_out: bytes = b'') -> bytes:
         itt = self._next_itt()
-        flags = 0x80 | (0x40 if length else 0) | 0x01      # F, R, SIMPLE
+        # the target's MaxRecvDataSegmentLength bounds every PDU we send it
+        segment = self._limit('MaxRecvDataSegmentLength', 8192)
+        immediate = b''
+        if data_out and self.negotiated.get('ImmediateData', 'Yes') == 'Yes':
+            immediate = data_out[:min(segment, self._limit('FirstBurstLength', 65536))]
+        flags = 0x80 | (0x40 if length else 0) | (0x20 if data_out else 0) | 0x01
         rest = b'\0\0' + lun_field(lun) + struct.pack(
-            '>IIII', itt, length, self.cmdsn, self.exp_statsn) + cdb.ljust(16, b'\0')
-        self.send(pdu(OP_SCSI_CMD, flags, rest))
+            '>IIII', itt, length or len(data_out), self.cmdsn, self.exp_statsn) \
+            + cdb.ljust(16, b'\0')
+        self.send(pdu(OP_SCSI_CMD, flags, rest, immediate))
         self.cmdsn = (self.cmdsn + 1) & 0xffffffff
         data = bytearray()
         while True:
@@ -436,9 +488,17 @@ class Session:
             op = head[0] & 0x3f
             if op == OP_DATA_IN:
                 offset = struct.unpack('>I', head[40:44])[0]
+                if offset + len(seg) > max(length, 0) + 65536:
+                    raise ProtocolError(f'target {self.target} sent more data than '
+                                        f'asked for ({offset + len(seg)} > {length})')
                 data[offset:offset + len(seg)] = seg
                 if head[1] & 0x01:          # status carried in the Data-In
                     return self._status(lun, cdb, head[3], b'', bytes(data))
+            elif op == OP_R2T:
+                ttt = head[20:24]
+                offset, wanted = struct.unpack('>II', head[40:48])
+                self._data_out(lun, itt, ttt, data_out[offset:offset + wanted], offset,
+                               segment)
             elif op == OP_SCSI_RSP:
                 if head[2]:                 # iSCSI response: target failure
                     raise TargetUnavailable(
@@ -449,6 +509,20 @@ class Session:
             else:
                 raise ProtocolError(f'unexpected opcode 0x{op:02x} during SCSI')
 
+    def _data_out(self, lun: int, itt: int, ttt: bytes, chunk: bytes, offset: int,
+                  segment: int) -> None:
+        """The data an R2T asked for, in PDUs the target can take (RFC 7143 11.7)."""
+        if not chunk:
+            raise ProtocolError(f'target {self.target} asked for data past the end '
+                                f'of the command (R2T at offset {offset})')
+        pieces = range(0, len(chunk), segment)
+        for datasn, start in enumerate(pieces):
+            part = chunk[start:start + segment]
+            final = 0x80 if start + segment >= len(chunk) else 0
+            rest = b'\0\0' + lun_field(lun) + struct.pack('>I', itt) + ttt + struct.pack(
+                '>IIIIII', 0, self.exp_statsn, 0, datasn, offset + start, 0)
+            self.send(pdu(OP_DATA_OUT, final, rest, part))
+
     def _status(self, lun, cdb, status, sense, data) -> bytes:
         if status == 0:
             return data
@@ -458,12 +532,19 @@ class Session:
             name = SENSE_KEYS.get(key, f'sense key 0x{key:x}')
             detail = f'{name}, ASC/ASCQ 0x{asc:02x}/0x{ascq:02x}'
             if key == 6:
-                raise _UnitAttention(detail)
+                raise _UnitAttention(detail, asc, ascq)
             if key == 5 and asc == 0x25:
                 raise LunMissing(f'{where} does not exist ({detail})')
             if key == 2:
                 raise LunNotReady(f'{where} is not ready ({detail})')
+            if cdb[0] in (PR_IN, PR_OUT):
+                raise PrRefused(f'{where}: {_pr_name(cdb)} refused ({detail})',
+                                key, asc, ascq)
             raise LunNotReady(f'{where}: command 0x{cdb[0]:02x} failed ({detail})')
+        if status == 0x18:
+            raise ReservationConflict(
+                f'{where}: {_command_name(cdb)} from {self.initiator}: RESERVATION '
+                f'CONFLICT')
         if status in (0x08, 0x28):
             raise TargetUnavailable(f'{where} is busy (SCSI status 0x{status:02x})')
         raise LunNotReady(f'{where}: SCSI status 0x{status:02x}')
@@ -524,6 +605,9 @@ def read_capacity(s: Session, lun: int) -> tuple[int, int]:
     """(capacity bytes, block size) by READ CAPACITY(16)."""
     cdb = bytes([0x9e, 0x10]) + b'\0' * 8 + struct.pack('>I', 32) + b'\0\0'
     data = s.scsi(lun, cdb, 32)
+    if len(data) < 12:
+        raise ProtocolError(f'READ CAPACITY(16) of LUN {lun} answered {len(data)} bytes '
+                            '(at least 12 expected)')
     last, block = struct.unpack('>QI', data[:12])
     return (last + 1) * block, block
 
@@ -531,6 +615,8 @@ def read_capacity(s: Session, lun: int) -> tuple[int, int]:
 def report_luns(s: Session) -> list[int]:
     cdb = bytes([0xa0, 0, 0, 0, 0, 0]) + struct.pack('>I', 4096) + b'\0\0'
     data = s.scsi(0, cdb, 4096)
+    if len(data) < 8:
+        raise ProtocolError(f'REPORT LUNS answered {len(data)} bytes (at least 8 expected)')
     n = struct.unpack('>I', data[:4])[0] // 8
     return [decode_lun(data[8 + 8 * i:16 + 8 * i]) for i in range(n)
             if len(data) >= 16 + 8 * i]
@@ -538,6 +624,169 @@ def report_luns(s: Session) -> list[int]:
 
 def test_unit_ready(s: Session, lun: int) -> None:
     s.scsi(lun, b'\0' * 6, 0)
+
+
+def read10(s: Session, lun: int, lba: int, blocks: int, block_size: int) -> bytes:
+    cdb = struct.pack('>BBIBHB', 0x28, 0, lba, 0, blocks, 0)
+    return s.scsi(lun, cdb, blocks * block_size)
+
+
+def write10(s: Session, lun: int, lba: int, data: bytes, block_size: int) -> None:
+    """WRITE(10) of whole blocks at `lba`; ReservationConflict when refused."""
+    if not data or len(data) % block_size:
+        raise ValueError(f'{len(data)} bytes is not a whole number of '
+                         f'{block_size}-byte blocks')
+    cdb = struct.pack('>BBIBHB', 0x2a, 0, lba, 0, len(data) // block_size, 0)
+    s.scsi(lun, cdb, 0, data_out=data)
+
+
+# -- SCSI-3 persistent reservations (SPC-4 6.15, 6.16) ---------------------------
+PR_IN, PR_OUT = 0x5e, 0x5f
+# PERSISTENT RESERVE IN service actions
+PR_READ_KEYS, PR_READ_RESERVATION = 0, 1
+# PERSISTENT RESERVE OUT service actions
+PR_REGISTER, PR_RESERVE, PR_RELEASE, PR_CLEAR = 0, 1, 2, 3
+PR_PREEMPT, PR_PREEMPT_AND_ABORT, PR_REGISTER_IGNORE = 4, 5, 6
+PR_OUT_NAMES = {PR_REGISTER: 'REGISTER', PR_RESERVE: 'RESERVE', PR_RELEASE: 'RELEASE',
+                PR_CLEAR: 'CLEAR', PR_PREEMPT: 'PREEMPT',
+                PR_PREEMPT_AND_ABORT: 'PREEMPT AND ABORT',
+                PR_REGISTER_IGNORE: 'REGISTER AND IGNORE EXISTING KEY'}
+# reservation types (the scope is always the logical unit: 0)
+PR_WRITE_EXCLUSIVE, PR_EXCLUSIVE_ACCESS = 1, 3
+PR_WE_REGISTRANTS_ONLY, PR_EA_REGISTRANTS_ONLY = 5, 6
+PR_WE_ALL_REGISTRANTS, PR_EA_ALL_REGISTRANTS = 7, 8
+PR_TYPES = {0: 'none', PR_WRITE_EXCLUSIVE: 'Write Exclusive',
+            PR_EXCLUSIVE_ACCESS: 'Exclusive Access',
+            PR_WE_REGISTRANTS_ONLY: 'Write Exclusive - Registrants Only',
+            PR_EA_REGISTRANTS_ONLY: 'Exclusive Access - Registrants Only',
+            PR_WE_ALL_REGISTRANTS: 'Write Exclusive - All Registrants',
+            PR_EA_ALL_REGISTRANTS: 'Exclusive Access - All Registrants'}
+PR_IN_LENGTH = 8192        # room for 1022 keys
+
+
+def _pr_name(cdb: bytes) -> str:
+    if cdb[0] == PR_IN:
+        return {PR_READ_KEYS: 'PERSISTENT RESERVE IN READ KEYS',
+                PR_READ_RESERVATION: 'PERSISTENT RESERVE IN READ RESERVATION'}.get(
+                    cdb[1] & 0x1f, f'PERSISTENT RESERVE IN 0x{cdb[1] & 0x1f:02x}')
+    return 'PERSISTENT RESERVE OUT ' + PR_OUT_NAMES.get(cdb[1] & 0x1f,
+                                                        f'0x{cdb[1] & 0x1f:02x}')
+
+
+def _command_name(cdb: bytes) -> str:
+    if cdb[0] in (PR_IN, PR_OUT):
+        return _pr_name(cdb)
+    return {0x2a: 'WRITE(10)', 0x28: 'READ(10)', 0x8a: 'WRITE(16)'}.get(
+        cdb[0], f'command 0x{cdb[0]:02x}')
+
+
+def key_text(key: int) -> str:
+    """A reservation key as sg_persist prints it: 0x + hex, no leading zeros."""
+    return f'0x{key:x}'
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """READ RESERVATION: who holds which reservation (key 0, type 0: none)."""
+    generation: int
+    key: int = 0
+    type: int = 0
+
+    @property
+    def held(self) -> bool:
+        return self.type != 0
+
+    @property
+    def type_name(self) -> str:
+        return PR_TYPES.get(self.type, f'type 0x{self.type:x}')
+
+
+def pr_out_cdb(action: int, type_: int = 0, length: int = 24) -> bytes:
+    """PERSISTENT RESERVE OUT (10 bytes): service action, scope 0 (LU) | type,
+    parameter list length."""
+    return struct.pack('>BBBHIB', PR_OUT, action & 0x1f, type_ & 0x0f, 0, length, 0)
+
+
+def pr_out_parameters(key: int, sa_key: int = 0, aptpl: bool = False) -> bytes:
+    """The 24-byte basic parameter list: reservation key, service action
+    reservation key, (obsolete) scope address, flags (APTPL only; no SPEC_I_PT,
+    no ALL_TG_PT), reserved, obsolete."""
+    return struct.pack('>QQIBBH', key, sa_key, 0, 0x01 if aptpl else 0, 0, 0)
+
+
+def pr_in_cdb(action: int, length: int = PR_IN_LENGTH) -> bytes:
+    return struct.pack('>BB5sHB', PR_IN, action & 0x1f, b'', length, 0)
+
+
+def pr_out(s: Session, lun: int, action: int, key: int = 0, sa_key: int = 0,
+           type_: int = 0) -> None:
+    s.scsi(lun, pr_out_cdb(action, type_), 0, data_out=pr_out_parameters(key, sa_key))
+
+
+def parse_read_keys(data: bytes) -> tuple[int, list[int]]:
+    """(PR generation, registered keys in the target's order)."""
+    if len(data) < 8:
+        raise ProtocolError(f'READ KEYS answered {len(data)} bytes')
+    generation, length = struct.unpack('>II', data[:8])
+    body = data[8:8 + length]
+    return generation, [struct.unpack('>Q', body[i:i + 8])[0]
+                        for i in range(0, len(body) - 7, 8)]
+
+
+def parse_read_reservation(data: bytes) -> Reservation:
+    if len(data) < 8:
+        raise ProtocolError(f'READ RESERVATION answered {len(data)} bytes')
+    generation, length = struct.unpack('>II', data[:8])
+    if length < 16 or len(data) < 24:
+        return Reservation(generation)
+    return Reservation(generation, struct.unpack('>Q', data[8:16])[0], data[21] & 0x0f)
+
+
+def pr_read_keys(s: Session, lun: int) -> tuple[int, list[int]]:
+    return parse_read_keys(s.scsi(lun, pr_in_cdb(PR_READ_KEYS), PR_IN_LENGTH))
+
+
+def pr_read_reservation(s: Session, lun: int) -> Reservation:
+    return parse_read_reservation(s.scsi(lun, pr_in_cdb(PR_READ_RESERVATION),
+                                         PR_IN_LENGTH))
+
+
+def pr_register(s: Session, lun: int, key: int, ignore_existing: bool = True) -> None:
+    """Register `key` for this I_T nexus.  REGISTER AND IGNORE EXISTING KEY
+    (the default) also replaces whatever this nexus had; plain REGISTER
+    works only for a nexus not yet registered (else RESERVATION CONFLICT)."""
+    if ignore_existing:
+        pr_out(s, lun, PR_REGISTER_IGNORE, 0, key)
+    else:
+        pr_out(s, lun, PR_REGISTER, 0, key)
+
+
+def pr_unregister(s: Session, lun: int, key: int) -> None:
+    """REGISTER with service action key 0: this nexus's registration goes."""
+    pr_out(s, lun, PR_REGISTER, key, 0)
+
+
+def pr_reserve(s: Session, lun: int, key: int,
+               type_: int = PR_WE_REGISTRANTS_ONLY) -> None:
+    pr_out(s, lun, PR_RESERVE, key, 0, type_)
+
+
+def pr_release(s: Session, lun: int, key: int,
+               type_: int = PR_WE_REGISTRANTS_ONLY) -> None:
+    pr_out(s, lun, PR_RELEASE, key, 0, type_)
+
+
+def pr_clear(s: Session, lun: int, key: int) -> None:
+    """Every registration and the reservation go (the caller must be registered)."""
+    pr_out(s, lun, PR_CLEAR, key)
+
+
+def pr_preempt(s: Session, lun: int, key: int, victim: int,
+               type_: int = PR_WE_REGISTRANTS_ONLY, abort: bool = True) -> None:
+    """Remove every registration of `victim` (and take over its reservation,
+    as `type_`, when it held it); with `abort`, PREEMPT AND ABORT: the
+    victim's queued commands are aborted too."""
+    pr_out(s, lun, PR_PREEMPT_AND_ABORT if abort else PR_PREEMPT, key, victim, type_)
 
 
 # -- the probe a check runs -------------------------------------------------------
@@ -556,8 +805,24 @@ def probe(portal: Portal, target: str | None, lun: int = 1,
           timeout: float = 5.0, discovery_chap: Chap | None = None) -> ProbeResult:
     """Discovery, then (with a target) login + TUR + INQUIRY + READ CAPACITY.
 
-    Raises one IscsiError subclass per distinct failure.
+    Raises one IscsiError subclass per distinct failure: a target that sends
+    what no target should (short or garbled PDUs, text that is not UTF-8) is a
+    ProtocolError, a connection that breaks is PortalUnreachable.
     """
+    try:
+        return _probe(portal, target, lun, initiator, chap, timeout, discovery_chap)
+    except IscsiError:
+        raise
+    except (struct.error, IndexError, KeyError, ValueError, OverflowError,
+            MemoryError) as exc:
+        raise ProtocolError(f'portal {portal} sent a malformed answer '
+                            f'({type(exc).__name__}: {exc})') from None
+    except OSError as exc:
+        raise PortalUnreachable(f'portal {portal}: connection broken '
+                                f'({exc.strerror or exc})') from None
+
+
+def _probe(portal, target, lun, initiator, chap, timeout, discovery_chap) -> ProbeResult:
     result = ProbeResult(portal)
     with Session(portal, initiator, None, discovery_chap, timeout) as s:
         s.connect()
