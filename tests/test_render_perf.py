@@ -35,13 +35,15 @@ def test_nagios_perf_services(tmp_path):
     first = services[0]
     assert '    service_description             target web1-disk performance\n' in first
     assert '    check_interval                  60\n' in first      # 3600 s, in minutes
-    assert ('    check_command                   check_iscsi_target!-H 127.0.10.5 -p 3260 '
-            '--target iqn.2026-01.org.example.san-1:xen --lun 1 --chap-user xenha '
-            '--chap-secret-file /etc/xenha/chap-san-1.secret --perf\n') in first
-    assert ('check_aoe_target!--interface eth1 --shelf 1 --slot 1 --perf\n'
+    assert ('    check_command                   check_target_perf!iscsi!-H 127.0.10.5 -p '
+            '3260 --target iqn.2026-01.org.example.san-1:xen --lun 1 --chap-user xenha '
+            '--chap-secret-file /etc/xenha/chap-san-1.secret\n') in first
+    assert ('check_target_perf!aoe!--interface eth1 --shelf 1 --slot 1\n'
             in services[1])
-    assert ('--target iqn.2026-01.org.example.san-1:scratch --lun 1 --perf --write '
-            '--inventory $USER2$\n') in services[2]
+    assert ('check_target_perf_write!iscsi!-H 127.0.10.5 -p 3260 --target '
+            'iqn.2026-01.org.example.san-1:scratch --lun 1\n') in services[2]
+    assert ('    command_line    $USER1$/check_$ARG1$_target $ARG2$ --perf --write '
+            '--inventory $USER2$ -t 10\n') in text
     v = nagios_verify(tmp_path, out, 60)
     assert v.returncode == 0, v.stdout
     assert 'Things look okay' in v.stdout

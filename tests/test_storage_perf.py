@@ -101,6 +101,11 @@ def test_iscsi_perf_write_on_a_scratch_target_reads_back(san, tmp_path):
 def test_iscsi_perf_bad_options(san):
     r = run_plugin('check_iscsi_target', '-H', '127.0.0.1', '--write')
     assert (r.rc, r.first) == (3, 'ISCSI_TARGET UNKNOWN - --write needs --perf')
+    r = run_plugin('check_iscsi_target', '-H', '127.0.0.1', '-w', '100M:')
+    assert (r.rc, r.first) == (3, "ISCSI_TARGET UNKNOWN - argument -w/--warning: not a "
+                                  "range: '100M:': its start '100M' is not a number (use "
+                                  "[@][start:][end], e.g. 10, 10:, ~:10, 10:20, @10:20) "
+                                  "(size suffixes only with --perf)")
     r = iscsi(san, '--bytes', '1000')
     assert (r.rc, r.first) == (3, 'ISCSI_TARGET UNKNOWN - --bytes, --record and --offset '
                                   'must be multiples of 512 bytes (and --bytes, --record '

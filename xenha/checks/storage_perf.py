@@ -56,9 +56,12 @@ def threshold_arg(text: str) -> str:
     `check_arguments` once --perf is known."""
     import argparse
     try:
-        plugin.parse_range(text, sizes=True)
+        plugin.parse_range(text)                     # seconds: the checks' own
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        try:
+            plugin.parse_range(text, sizes=True)     # B/s, for --perf
+        except ValueError:
+            raise argparse.ArgumentTypeError(str(exc)) from None   # the first's words
     return text
 
 
