@@ -161,11 +161,11 @@ def test_warning_for_ssh_fencing_only(tmp_path):
            'it works only while h1 answers SSH)')
 
 
-def test_warning_for_storage_fencing_alone_not_probed_yet(tmp_path):
+def test_warning_for_storage_fencing_that_protects_nothing(tmp_path):
     r = check(inventory(tmp_path, 'fencing = "storage"'))
     assert (r.rc, r.status) == (
-        1, 'FENCE WARNING - h1: storage (not probed here yet: registrations and reserve '
-           'lists)')
+        1, 'FENCE WARNING - h1: storage: no guest of h1 has a disk: storage fencing '
+           'protects nothing here')
 
 
 def test_critical_with_storage_behind_a_dead_bmc_says_what_is_left(lab):
@@ -173,9 +173,9 @@ def test_critical_with_storage_behind_a_dead_bmc_says_what_is_left(lab):
     r = check(lab_inventory(lab, agent_table(lab) + '[[dom0.h1.fencing]]\n'
                                                    'method = "storage"\n'))
     assert r.rc == 2, r
-    assert r.status.endswith('storage (not probed here yet: registrations and reserve '
-                             'lists): a failover of h1 would refuse to start anything '
-                             'unless storage fencing revokes it on every target'), r
+    assert r.status.endswith('storage: no guest of h1 has a disk: storage fencing '
+                             'protects nothing here: a failover of h1 would refuse to '
+                             'start anything'), r
 
 
 def test_unknown_dom0(tmp_path):

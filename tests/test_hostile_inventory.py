@@ -31,6 +31,11 @@ SECRET = ('secrets are not written inline: put it in a file readable only by the
           'monitoring user and set ')
 FENCE_SECRET = SECRET + 'password_file'
 CHAP_SECRET = SECRET + 'chap_secret_file'
+VALID_DEFAULTS = ('allow_active_as_target, cluster_host, create_parallel, dedupe_window, '
+                  'dom0_reserve, failover_service, fence_unreachable, known_hosts, '
+                  'max_restart, nagios_command_file, reboot_grace, restart_window, '
+                  'san_netns, split_brain_recheck, ssh_key, ssh_port, ssh_user, state_db, '
+                  'sudo, timeout, toolstack, toolstack_command')
 ANY_SECRET = SECRET + 'password_file (fence methods) or chap_secret_file (iSCSI targets)'
 PASSWORD_FILE = 'password_file = "/etc/xenha/bmc"'
 
@@ -233,20 +238,11 @@ SECRETS = {
                                   [f'cluster.toml:1: [defaults] extra.deep.deeper api_token: '
                                    f'{ANY_SECRET}',
                                    'cluster.toml:1: [defaults] extra: unknown key (valid: '
-                                   'allow_active_as_target, cluster_host, create_parallel, '
-                                   'dedupe_window, dom0_reserve, failover_service, '
-                                   'known_hosts, max_restart, nagios_command_file, '
-                                   'restart_window, split_brain_recheck, ssh_key, ssh_port, '
-                                   'ssh_user, state_db, sudo, timeout, toolstack, '
-                                   'toolstack_command)']),
+                                   + VALID_DEFAULTS + ')']),
     'in a list of tables': ('toolstack = "xl"', 'x = [ { password = "hunter2" } ]',
                             [f'cluster.toml:2: [defaults] x[0] password: {ANY_SECRET}',
                              'cluster.toml:2: [defaults] x: unknown key (valid: '
-                             'allow_active_as_target, cluster_host, create_parallel, '
-                             'dedupe_window, dom0_reserve, failover_service, known_hosts, '
-                             'max_restart, nagios_command_file, restart_window, '
-                             'split_brain_recheck, ssh_key, ssh_port, ssh_user, state_db, '
-                             'sudo, timeout, toolstack, toolstack_command)']),
+                             + VALID_DEFAULTS + ')']),
     'at the top of the file': ('[defaults]', 'password = "hunter2"\n[defaults]',
                                [f'cluster.toml:1: password: {ANY_SECRET}']),
     'in [timing]': ('toolstack = "xl"', 'toolstack = "xl"\n[timing]\npasswd = "hunter2"',

@@ -503,7 +503,7 @@ STORAGE_CASES = {
         ('initiator_name = "iqn.2026-01.org.example:dom0-1"',
          f'initiator_name = "iqn.2026-01.org.example:{"x" * 200}"',
          [f"cluster.toml:9: [dom0.dom0-1] initiator_name = 'iqn.2026-01.org.example:"
-          f"{'x' * 200}': not an iSCSI initiator name (iqn.YYYY-MM.reversed.domain[:name], "
+          f"{'x' * 92}…: not an iSCSI initiator name (iqn.YYYY-MM.reversed.domain[:name], "
           f"eui.<16 hex> or naa.<16 or 32 hex>, at most 223 bytes)"]),
     'storage method: a bad initiator_name':
         ('initiator_name = "iqn.2026-01.org.example:monitor"',

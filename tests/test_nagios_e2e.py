@@ -92,7 +92,8 @@ def test_2_bmc_power_off_fails_over_through_nagios(nlab):
     recovery = time.time() - t0
     log = nagios.log_lines(nlab)
     # the first failed check fires the fast path: the BMC says off
-    soft = [l for l in log if 'HOST ALERT: dom0-1;DOWN;SOFT;1;' in l]
+    soft = [l for l in log if 'HOST ALERT: dom0-1;DOWN;SOFT;1;' in l
+            and int(re.match(r'\[(\d+)\]', l)[1]) >= int(t0)]
     assert soft and soft[0].endswith(
         f"XEN_HOST UNKNOWN - SSH to {ssh_where(nlab)}: "
         'connection refused (host down?)')

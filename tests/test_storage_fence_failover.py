@@ -105,3 +105,64 @@ def test_with_a_working_bmc_the_power_fence_comes_first_and_nothing_is_revoked(s
         'agent fence_ipmilan']
     with engine(slab).db as db:
         assert db.revoked() == {}
+
+
+def test_check_fence_reads_each_disk_and_unfence_brings_a_repaired_dom0_back(slab):
+    from conftest import run
+    inv = cluster.inventory_path(slab)
+    r = run('check_fence', '--inventory', inv, '--dom0', 'dom0-1', '-t', '10')
+    assert (r.rc, r.status) == (0, 'FENCE OK - dom0-1: agent fence_ipmilan answers (power '
+                                   'on); storage ready on 2 targets (each reservation '
+                                   'readable from here, dom0-1 may write)'), r
+    dom0.partition(slab, 'dom0-1')
+    bmc.stop(slab, 'dom0-1')
+    assert engine(slab).failover('dom0-1').result == 'ok'
+    r = run('check_fence', '--inventory', inv, '--dom0', 'dom0-1', '-t', '10')
+    assert r.rc == 1 and r.status.endswith(
+        'dom0-1 is revoked on db1-disk, web1-disk (fenced at the storage: `xenha unfence '
+        'dom0-1` once it is repaired)'), r
+    # repaired: back on the network, but its old copies still run there
+    dom0.resume(slab, 'dom0-1')
+    r = run('xenha', 'unfence', 'dom0-1', '-q', '--inventory', inv)
+    assert (r.rc, r.first) == (1, 'dom0-1 still runs db1, web1, whose disks it would write '
+                                  'again: `xl destroy` them there first (the failover '
+                                  'started them elsewhere)'), r
+    c = cluster.cluster(slab)
+    assert write_as(slab, 'dom0-1', c.targets_of('db1')[0]) == 'RESERVATION CONFLICT'
+    from xenha.lab import xensim
+    for g in ('db1', 'web1'):
+        xensim.destroy(dom0.state_dir(slab, 'dom0-1'), g)
+    r = run('xenha', 'unfence', 'dom0-1', '-q', '--inventory', inv)
+    assert (r.rc, r.first) == (0, 'dom0-1 unfenced: it may write again on db1-disk, '
+                                  'web1-disk'), r
+    assert write_as(slab, 'dom0-1', c.targets_of('db1')[0]) is None
+    assert write_as(slab, 'dom0-3', c.targets_of('db1')[0]) is None     # still
+    with engine(slab).db as db:
+        assert db.revoked() == {}
+    bmc.start(slab, 'dom0-1')
+    r = run('check_fence', '--inventory', inv, '--dom0', 'dom0-1', '-t', '10')
+    assert r.rc == 0, r
+
+
+def test_the_boot_script_registers_but_never_undoes_a_fence(slab, tmp_path):
+    import subprocess
+    from conftest import run
+    inv = cluster.inventory_path(slab)
+    r = run('xenha', 'boot-script', 'dom0-1', '--inventory', inv)
+    assert r.rc == 0 and r.out.startswith('#!/bin/sh\n')
+    script = tmp_path / 'xenha-register'
+    script.write_text(r.out)
+    assert subprocess.run(['sh', '-n', str(script)]).returncode == 0
+    env = dom0.env_for(slab, 'dom0-1')
+    ok = subprocess.run(['sh', str(script)], env=env, capture_output=True, text=True)
+    assert (ok.returncode, ok.stderr) == (0, '')
+    dom0.partition(slab, 'dom0-1')
+    bmc.stop(slab, 'dom0-1')
+    assert engine(slab).failover('dom0-1').result == 'ok'
+    # dom0-1 reboots with the script: it must not register where it was revoked
+    no = subprocess.run(['sh', str(script)], env=env, capture_output=True, text=True)
+    assert no.returncode == 1
+    assert 'dom0-1 was fenced here (its key is gone): not registering; xenha unfence ' \
+           'dom0-1' in no.stderr
+    c = cluster.cluster(slab)
+    assert write_as(slab, 'dom0-1', c.targets_of('db1')[0]) == 'RESERVATION CONFLICT'

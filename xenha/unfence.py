@@ -38,10 +38,19 @@ def unfence(engine: Engine, name: str, why: str = '') -> Report:
         from xenha.runner import RunnerError
         from xenha.xen import ToolstackError
         try:
-            engine.toolstack(host).list()
+            running = engine.toolstack(host).list()
         except (RunnerError, ToolstackError) as exc:
             return _end(engine, report, 'refused', f'{name} does not answer ({exc}): '
                         'unfence it once it is repaired and up')
+        # an old copy still there would write again: the guest may run elsewhere
+        stale = sorted(d.name for d in running if not d.is_dom0 and d.state.present
+                       and d.name in c.domus
+                       and set(c.domus[d.name].targets) & set(targets))
+        if stale:
+            return _end(engine, report, 'refused', f'{name} still runs '
+                        f'{", ".join(stale)}, whose disks it would write again: '
+                        f'`xl destroy` {"them" if len(stale) > 1 else "it"} there first '
+                        '(the failover started them elsewhere)')
         if not engine.storage_fencing:
             return _end(engine, report, 'refused', f'no dom0 of {c.source} has storage '
                         'fencing in its chain: nothing to unfence')

@@ -208,7 +208,7 @@ def verdict(dom0: str, probes: list[Probe], timeout: float) -> tuple:
                                    'start its guests unfenced')
     methods = {p.method for p in probes}
     stores = [p for p in probes if p.method == 'storage']
-    storage_works = any(p.state == 'ready' for p in stores)
+    storage_works = any(p.state in ('ready', 'revoked') for p in stores)
     if not agents and stores:
         worry = not storage_works or any(p.problems for p in probes)
         return (nagiosplugin.Warn if worry else nagiosplugin.Ok), f'{dom0}: ' + '; '.join(parts)
@@ -220,9 +220,7 @@ def verdict(dom0: str, probes: list[Probe], timeout: float) -> tuple:
             return nagiosplugin.Warn, f'{dom0}: ' + '; '.join(parts)
         if any(p.state == 'hung' for p in agents):
             return nagiosplugin.Unknown, f'{dom0}: ' + '; '.join(parts)
-        tail = ' or '.join(why for method, why in (
-            ('storage', 'storage fencing revokes it on every target'),
-            ('ssh', f'{dom0} still answers SSH')) if method in methods)
+        tail = f'{dom0} still answers SSH' if 'ssh' in methods else ''
         tail = f' unless {tail}' if tail else ''
         return nagiosplugin.Critical, (
             f'{dom0}: ' + '; '.join(parts) + f': a failover of {dom0} would refuse to '
