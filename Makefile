@@ -34,7 +34,7 @@ $(PY):
 
 # a non-editable install: the tests run the commands exactly as a site gets them
 venv: $(PY)
-	$(PY) -m pip install -q '.[test]'
+	$(PY) -m pip install -q '.[test,study]'
 
 test: deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)

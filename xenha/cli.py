@@ -148,6 +148,11 @@ def cmd_lab(args) -> int:
     return lab_cli.run(args)
 
 
+def cmd_study(args) -> int:
+    from xenha.study import cli as study_cli
+    return study_cli.run(args)
+
+
 def cmd_demo(args) -> int:
     from xenha.lab import demo
     return demo.run(args)
@@ -231,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     from xenha.lab import cli as lab_cli
     lab_cli.add_arguments(s)
     s.set_defaults(func=cmd_lab)
+
+    s = sub.add_parser('study', help='the storage study: iSCSI vs AoE for 1-20 concurrent '
+                                     'clients, on the lab or on scratch targets')
+    from xenha.study import cli as study_cli
+    study_cli.add_arguments(s)
+    s.set_defaults(func=cmd_study)
 
     s = sub.add_parser('demo', help='the lab, a dom0 failure and the recovery, narrated')
     s.add_argument('--xen', choices=('auto', 'sim', 'qemu'), default='auto',
