@@ -36,7 +36,7 @@ $(PY):
 # (setuptools' build/ would put files that moved or went away back into the wheel)
 venv: $(PY)
 	rm -rf build
-	$(PY) -m pip install -q '.[test]'
+	$(PY) -m pip install -q '.[test,study]'
 
 test: deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)

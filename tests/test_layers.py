@@ -12,6 +12,7 @@ layering allows (the README's "Where things live" says the same in words):
 * the engine (xenha/engine/) on all of the above, never on a check, the
   plugin framework, the renderer or a front end;
 * the checks on everything but the engine and the front ends;
+* the storage study (xenha/study/) on the facts and the plugin's size grammar;
 * the front ends: cli on anything of the product, status on the engine's
   layers, the handler never on the engine (it starts the job as a process);
 * the product never on the lab; the lab on anything.
@@ -58,6 +59,7 @@ MAY_IMPORT = {
     'xenha.plugin': BASE + ('xenha.runner', 'xenha.xen'),
     'xenha.checks': CHECKS,
     'xenha.status': ENGINE,
+    'xenha.study': LOW + ('xenha.plugin', 'xenha.study'),
     'xenha.handler': BASE + ('xenha.inventory', 'xenha.state', 'xenha.nagios',
                              'xenha.plugin'),
     'xenha.cli': PRODUCT,

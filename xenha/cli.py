@@ -1,5 +1,5 @@
 """`xenha`: the admin command (failover, restart, unfence, boot-script, status, journal,
-render, lab, demo).
+render, study; lab and demo from the lab).
 
 Every command answers in lines an operator reads on a terminal: whatever a
 host, a guest or the state database holds, no control character or terminal
@@ -143,6 +143,11 @@ def cmd_render(args) -> int:
     return render.run(args)
 
 
+def cmd_study(args) -> int:
+    from xenha.study import cli as study_cli
+    return study_cli.run(args)
+
+
 # -- commands other packages add ------------------------------------------------------
 # `xenha lab` and `xenha demo` come from the lab (the package xenha_lab), found
 # through this entry-point group: the product never imports it.  Each entry
@@ -238,6 +243,12 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     except ImportError:
         pass
     s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser('study', help='the storage study: iSCSI vs AoE for 1-20 concurrent '
+                                     'clients, on the lab or on scratch targets')
+    from xenha.study import cli as study_cli
+    study_cli.add_arguments(s)
+    s.set_defaults(func=cmd_study)
 
     for name, ep in (plugins() if with_plugins else {}).items():
         if name not in sub.choices:

@@ -18,7 +18,7 @@ COMMANDS = [['check_xen_host'], ['check_xen_domu'], ['check_iscsi_target'],
             ['handle_dom0_event'],
             ['handle_domu_event'], ['xenha'], ['xenha', 'failover'], ['xenha', 'restart'],
             ['xenha', 'status'], ['xenha', 'journal'], ['xenha', 'render'],
-            ['xenha', 'lab'], ['xenha', 'demo']]
+            ['xenha', 'lab'], ['xenha', 'demo'], ['xenha', 'study']]
 
 
 def reference() -> str:

@@ -138,6 +138,7 @@ class Timing:
     capacity_check: int = 300
     capacity_retry: int = 60
     capacity_attempts: int = 2
+    perf_check: int = 3600              # a target's optional --perf service: hourly
     # each dom0's "fencing" service: its fence agents asked for the power state
     fence_check: int = 300
     fence_retry: int = 60
@@ -188,6 +189,9 @@ class Target:
     interface: str | None = None
     storage: str | None = None                # the [storage.NAME] serving it
     device_path: str | None = None            # overrides `device`
+    # a disk no guest uses: `xenha study` and `--perf --write` may write over it
+    scratch: bool = False
+    perf: bool = False                        # render an infrequent --perf service
 
     @property
     def host(self) -> str | None:
@@ -933,8 +937,9 @@ class _Validator:
                 f['interface'] = None
         for key in mine if kind is None else ():
             t.pop(key, None)
-        self.leftovers(t, s, name, ('kind', 'storage', 'device') + mine)
-        return Target(name, kind, storage=storage, device_path=device, **f)
+        flags = {k: self.take(t, s, name, k, 'bool', False) for k in ('scratch', 'perf')}
+        self.leftovers(t, s, name, ('kind', 'storage', 'device', 'scratch', 'perf') + mine)
+        return Target(name, kind, storage=storage, device_path=device, **flags, **f)
 
     DOMU_KEYS = ('config', 'memory', 'vcpus', 'home', 'targets', 'priority', 'ha',
                  'type', 'kernel', 'ramdisk', 'extra', 'bootloader', 'vif', 'on_crash')

@@ -173,6 +173,7 @@ def wait(args):
 
 
 def parse_args(argv=None):
+    from xenha.checks import storage_perf
     p = plugin.ArgumentParser('AOE_TARGET', __doc__)
     p.add_argument('--interface', metavar='IF', help='local mode: the SAN interface')
     p.add_argument('--shelf', type=int, help='AoE shelf (major) number')
@@ -189,15 +190,20 @@ def parse_args(argv=None):
                         '(default 0.1)')
     p.add_argument('--initiator', action='store_true',
                    help='initiator mode on this dom0 (implied by -H)')
-    p.add_argument('-w', '--warning', metavar='RANGE', default='', type=plugin.range_arg(),
-                   help='round-trip time range in seconds, e.g. 0.01')
-    p.add_argument('-c', '--critical', metavar='RANGE', default='', type=plugin.range_arg(),
-                   help='round-trip time range in seconds, e.g. 0.1')
+    p.add_argument('-w', '--warning', metavar='RANGE', default='',
+                   type=storage_perf.threshold_arg,
+                   help='round-trip time range in seconds, e.g. 0.01; --perf: read throughput in B/s, e.g. 100M:')
+    p.add_argument('-c', '--critical', metavar='RANGE', default='',
+                   type=storage_perf.threshold_arg,
+                   help='round-trip time range in seconds, e.g. 0.1; --perf: read throughput in B/s, e.g. 20M:')
     plugin.add_ssh_arguments(p)
     p.add_argument('--sudo', action='store_true', help="prefix aoe-stat with 'sudo -n'")
     plugin.add_common_arguments(p)
+    storage_perf.add_arguments(p)
     args = p.parse_args(argv)
     args.initiator = args.initiator or bool(args.hostname)
+    if args.perf and (args.initiator or args.list):
+        p.error('--perf is a local-mode (raw socket) check of one --shelf/--slot')
     if not args.list and (args.shelf is None or args.slot is None):
         p.error('--shelf and --slot are required (or --list)')
     if args.list and args.initiator:
@@ -214,12 +220,18 @@ def parse_args(argv=None):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= top:
             p.error(f'--{name} must be 0..{top}')
+    storage_perf.check_arguments(p, args)
     return args
 
 
 @nagiosplugin.guarded      # under plugin.run in the installed command
 def main():
     args = parse_args()
+    if args.perf:
+        from xenha.checks import storage_perf
+        storage_perf.check(storage_perf.AoePerf(args, wait), args).main(
+            verbose=args.verbose, timeout=args.timeout)
+        return
     resource = Initiator(args) if args.initiator else Segment(args)
     check = nagiosplugin.Check(
         resource, status.Status('status'),

@@ -299,6 +299,7 @@ def chap(args):
 
 
 def parse_args(argv=None):
+    from xenha.checks import storage_perf
     p = plugin.ArgumentParser('ISCSI_TARGET', __doc__)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument('--initiator', action='store_true',
@@ -319,10 +320,12 @@ def parse_args(argv=None):
                    help='file holding the CHAP secret (else $ISCSI_CHAP_SECRET)')
     p.add_argument('--chap-discovery', action='store_true',
                    help='use CHAP for the discovery session too')
-    p.add_argument('-w', '--warning', metavar='RANGE', default='', type=plugin.range_arg(),
-                   help='login time range in seconds (portal mode), e.g. 0.5')
-    p.add_argument('-c', '--critical', metavar='RANGE', default='', type=plugin.range_arg(),
-                   help='login time range in seconds, e.g. 2')
+    p.add_argument('-w', '--warning', metavar='RANGE', default='',
+                   type=storage_perf.threshold_arg,
+                   help='login time range in seconds (portal mode), e.g. 0.5; --perf: read throughput in B/s, e.g. 100M:')
+    p.add_argument('-c', '--critical', metavar='RANGE', default='',
+                   type=storage_perf.threshold_arg,
+                   help='login time range in seconds, e.g. 2; --perf: read throughput in B/s, e.g. 20M:')
     p.add_argument('--min-capacity', metavar='SIZE',
                    help='CRITICAL when the LUN is smaller (e.g. 10G)')
     p.add_argument('--via', metavar='DOM0',
@@ -344,9 +347,13 @@ def parse_args(argv=None):
     g.add_argument('--ssh-accept-new-host-key', action='store_true')
     g.add_argument('--sudo', action='store_true', help="prefix commands with 'sudo -n'")
     plugin.add_common_arguments(p)
+    storage_perf.add_arguments(p)
     args = p.parse_args(argv)
     if not (args.initiator or args.server) and not args.hostname:
         p.error('portal mode needs -H PORTAL')
+    if args.perf and (args.initiator or args.server or args.via):
+        p.error('--perf is a portal-mode check (a real login from here)')
+    storage_perf.check_arguments(p, args)
     if args.min_capacity:
         try:
             args.min_capacity = plugin.parse_size(args.min_capacity)
@@ -374,6 +381,11 @@ def lun_arg(text):
 @nagiosplugin.guarded      # under plugin.run in the installed command
 def main():
     args = parse_args()
+    if args.perf:
+        from xenha.checks import storage_perf
+        storage_perf.check(storage_perf.IscsiPerf(args, chap, io_timeout), args).main(
+            verbose=args.verbose, timeout=args.timeout)
+        return
     if args.initiator:
         resource = Initiator(args)
     elif args.server:
