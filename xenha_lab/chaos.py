@@ -119,11 +119,17 @@ def roam(lab: Lab, rng: random.Random) -> dict:
         xensim.destroy(dom0.state_dir(lab, g.home), g.name)
         e = Engine(c)
         e.job = 'lab-roam'
+        u = c.domus[g.name]
         try:
-            if e.start_on(c.dom0s[to], [c.domus[g.name]]) == {g.name: None}:
+            # the disk first, as a site would (an iSCSI LUN is logged in per host)
+            attached = not any(e.attach(c.dom0s[to], c.targets_of(u)).values())
+            if attached and e.start_on(c.dom0s[to], [u]) == {g.name: None}:
                 out[g.name] = to
                 used[to] += g.memory_mb
                 used[g.home] -= g.memory_mb
+            elif e.start_on(c.dom0s[g.home], [u]) != {g.name: None}:
+                raise RuntimeError(f'lab: {g.name} neither roams to {to} nor runs at '
+                                   f'home on {g.home} again')
         finally:
             e.close()
             e.db.close()
