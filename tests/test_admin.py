@@ -101,8 +101,15 @@ def test_failover_dry_run_status_and_journal_commands(lab, inv):
     assert 'mail1        dom0-2     dom0-2                   blocked' in r.out.splitlines()
     r = run('xenha', 'failover', 'nope', '--inventory', inv)
     assert (r.rc, r.err.strip()) == (2, f"xenha: no dom0 'nope' in {inv}")
+    # --last 1 is the entry this test writes last, whatever the tests before wrote
+    from xenha.state import StateDB
+    with StateDB(lab.dir / 'state.db') as db:
+        db.journal('note', 'test_admin: the last entry', job='test-admin')
+    full = run('xenha', 'journal', '--inventory', inv)
     r = run('xenha', 'journal', '--inventory', inv, '--last', '1')
-    assert r.rc == 0 and r.out.count('\n') == 1 and '[lab-setup]' in r.out
+    assert (full.rc, r.rc) == (0, 0) and '[lab-setup]' in full.out
+    assert r.out.splitlines() == full.out.splitlines()[-1:]
+    assert r.out.rstrip().endswith('test_admin: the last entry  [test-admin]')
 
 
 def test_bad_inventory_is_a_clear_error(tmp_path):

@@ -94,8 +94,8 @@ def wait_count(lab, guest, want, timeout=90):
 
 
 def test_guests_boot_from_the_shared_disks(real):
-    assert wait_count(real, 'web1', 1) == 1
-    assert wait_count(real, 'mail1', 1) == 1
+    assert wait_count(real, 'web1', 1) >= 1
+    assert wait_count(real, 'mail1', 1) >= 1
 
 
 def test_checks_ok_paused_destroyed(real):
@@ -114,7 +114,8 @@ def test_checks_ok_paused_destroyed(real):
     assert (r.rc, r.status) == (1, f'XEN_DOMU WARNING - web1 is paused on {a}'), r
     assert xl(real, 'dom0-1', 'unpause', 'web1').exit == 0
 
-    # mail1 destroyed: CRITICAL; created again: its disk counts a second boot
+    # mail1 destroyed: CRITICAL; created again: its disk counts one boot more
+    booted = wait_count(real, 'mail1', 1)
     assert xl(real, 'dom0-1', 'destroy', 'mail1').exit == 0
     r = run('check_xen_domu', *ssh_args(real, 'dom0-1'), '--domain', 'mail1', '-t', '30')
     assert (r.rc, r.first) == (
@@ -123,7 +124,7 @@ def test_checks_ok_paused_destroyed(real):
     r = xl(real, 'dom0-1', 'create', str(real.dir / 'xen' / 'mail1.cfg'))
     assert r.exit == 0, r
     say(f'xl create mail1: {time.monotonic() - t:.1f}s')
-    assert wait_count(real, 'mail1', 2) == 2
+    assert wait_count(real, 'mail1', booted + 1) == booted + 1
 
 
 def test_creates_on_one_dom0_overlap_with_autoballoon_off(real):
@@ -185,7 +186,7 @@ def test_storage_initiator_checks_on_real_open_iscsi_and_aoe(real):
     assert r.rc == 0 and r.status.startswith('AOE'), r
 
 
-def test_failover_after_power_loss(real):
+def power_loss(real):
     """dom0-1 loses power; the engine fences it through its BMC (fence_ipmilan),
     logs dom0-2 in with the real open-iscsi and aoe, creates both guests there,
     and each guest's boot counter goes on from the same disk."""
@@ -222,7 +223,7 @@ def test_failover_after_power_loss(real):
         assert wait_count(real, g, before[g] + 1) == before[g] + 1
 
 
-def test_bmc_powers_the_machine_back_on(real):
+def power_on_through_the_bmc(real):
     """fence_ipmilan action=on: ipmi_sim's chassis control cold-boots QEMU."""
     import subprocess
     from xenha_lab import qemu
@@ -243,10 +244,10 @@ def test_bmc_powers_the_machine_back_on(real):
     assert 'web1' not in listing and 'mail1' not in listing   # a cold boot
 
 
-def test_hung_dom0_is_powered_off_by_its_bmc_and_guests_move_back(real):
+def hung_dom0_moves_the_guests_back(real):
     """dom0-2 (now running both guests) hangs: SSH accepts but never answers.
     The engine must really power it off through the BMC before it starts
-    the guests again on dom0-1 (cold-booted by the previous test)."""
+    the guests again on dom0-1 (cold-booted by the step before)."""
     from conftest import engine
     from xenha_lab import qemu
     before = {g: qemu.boot_count(disk_file(real, g)) for g in ('web1', 'mail1')}
@@ -269,3 +270,13 @@ def test_hung_dom0_is_powered_off_by_its_bmc_and_guests_move_back(real):
     assert sorted(n for n, _ in qemu.domains(real, 'dom0-1')) == ['mail1', 'web1']
     for g in ('web1', 'mail1'):
         assert wait_count(real, g, before[g] + 1) == before[g] + 1
+
+
+def test_power_loss_power_on_and_a_hung_dom0(real):
+    """One story, its steps in order (each needs the one before): dom0-1 loses
+    power and its guests move to dom0-2; its BMC powers it on again (a cold
+    boot); then dom0-2 hangs and the guests move back to dom0-1.  It leaves
+    dom0-2 powered off: the last test of the module."""
+    power_loss(real)
+    power_on_through_the_bmc(real)
+    hung_dom0_moves_the_guests_back(real)
