@@ -14,7 +14,7 @@ APT_PACKAGES := openssh-server openssh-client tgt libiscsi-bin vblade aoetools \
 	qemu-system-x86 busybox-static cpio debootstrap e2fsprogs \
 	qemu-utils qemu-block-extra sg3-utils libxenmisc4.17
 
-.PHONY: all deps venv test demo bench lint clean readme real-xen-image golden test-real-xen
+.PHONY: all deps venv test unit demo bench lint clean readme real-xen-image golden test-real-xen
 
 all: test
 
@@ -40,6 +40,13 @@ venv: $(PY)
 
 test: deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the fast tier: pure logic and the docstrings' examples, no lab, no root, no
+# apt-get; it runs on the working tree (no reinstall), in seconds
+unit: $(PY)
+	@$(PY) -c 'import pytest, hypothesis, nagiosplugin, paramiko, jinja2' 2>/dev/null || \
+		$(PY) -m pip install -q '.[test]'
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q -m unit -p no:cacheprovider $(PYTEST_ARGS)
 
 # XEN=auto (real Xen under QEMU when this machine can run it, else simulated), sim, qemu
 XEN ?= auto

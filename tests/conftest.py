@@ -10,6 +10,13 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
+def pytest_collection_modifyitems(items):
+    """Every test not marked `unit` is a `lab` test (`-m lab`, `-m unit`)."""
+    for item in items:
+        if item.get_closest_marker('unit') is None:
+            item.add_marker(pytest.mark.lab)
+
+
 def command(name: str) -> str:
     """The installed command (pip install . puts it next to the interpreter)."""
     path = BIN / name

@@ -1,7 +1,7 @@
 """The simulator against real Xen 4.17.7: the same scenario, compared step by step.
 
 The golden file (tests/golden/xl_scenario_4_17_7.json) was recorded on a real
-Xen dom0 under QEMU by `python -m xenha_lab.xenimage record-golden`; this test
+Xen dom0 under QEMU by `python -m xenha_lab.golden` (`make golden`); this test
 runs the same steps on `xenha_lab.xensim` (no QEMU needed) and compares exit
 codes, the exact stderr (source line numbers masked), the `xl list` layout
 and state letters, and the `xl info` field names.
@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from xenha_lab import golden
+
+pytestmark = pytest.mark.unit
 
 GOLDEN = Path(__file__).parent / 'golden' / 'xl_scenario_4_17_7.json'
 REAL = {s['step']: s for s in json.loads(GOLDEN.read_text())}

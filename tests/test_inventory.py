@@ -10,6 +10,8 @@ import pytest
 from xenha.inventory import (Cluster, Defaults, Dom0, DomU, FenceMethod, InventoryError,
                              StorageNode, Target, Timing, load, loads, parse_size)
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'inventory'
 GiB, MiB = 1024 ** 3, 1024 ** 2

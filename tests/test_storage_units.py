@@ -10,6 +10,8 @@ import pytest
 from xenha.storage import aoe, iscsi
 from xenha_lab import initiators
 
+pytestmark = pytest.mark.unit
+
 FIX = Path(__file__).parent / 'fixtures' / 'storage'
 
 

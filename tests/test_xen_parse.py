@@ -9,6 +9,8 @@ from xenha.xen import (MiB, State, UnparseableOutput, decode_flags, parse_info,
                        parse_list)
 from xenha_lab import xensim
 
+pytestmark = pytest.mark.unit
+
 FIX = Path(__file__).parent / 'fixtures'
 
 
