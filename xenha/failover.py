@@ -38,9 +38,9 @@ from xenha.inventory import Cluster, Dom0, DomU, Target
 from xenha.nagios import CommandFile
 from xenha.runner import HostTimeout, RunnerError, SSHOptions, SSHRunner
 from xenha.state import StateDB
+from xenha.units import MiB
 from xenha.xen import Domain, HostInfo, Toolstack, ToolstackError, failure_reason
 
-MiB = 1024 * 1024
 DOMU_SERVICE = 'xen domain'     # the service every rendered domU host carries
 # A create whose answer was lost and whose domain never showed: for this long
 # no job starts that domU anywhere else (a queued or hung xl may still build it)

@@ -16,7 +16,8 @@ import errno
 import os
 import stat
 
-KiB, MiB = 1024, 1024 * 1024
+from xenha.units import KiB, MiB
+
 SECRET_LIMIT = 64 * KiB       # a password, a CHAP secret, an SSH key
 TEXT_LIMIT = 4 * MiB          # an inventory, a known_hosts file
 

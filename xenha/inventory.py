@@ -26,10 +26,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from xenha import grammar
-
-KiB = 1024
-MiB = 1024 ** 2
+from xenha import devices, grammar, units
+from xenha.units import MiB
 
 TOOLSTACKS = ('xl', 'xm', 'auto')
 ROLES = ('active', 'spare')
@@ -207,9 +205,8 @@ class Target:
         if self.device_path:
             return self.device_path
         if self.kind == 'aoe':
-            return f'/dev/etherd/e{self.shelf}.{self.slot}'
-        return (f'/dev/disk/by-path/ip-{self.host}:{self.port}'
-                f'-iscsi-{self.iqn}-lun-{self.lun}')
+            return devices.aoe_device(self.shelf, self.slot)
+        return devices.iscsi_device(self.host, self.port, self.iqn, self.lun)
 
 
 @dataclass(frozen=True)
@@ -367,27 +364,14 @@ def _iqn_problem(value: str) -> str | None:
     return None
 
 
-_SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:i?B)?)?\s*$', re.I)
-_UNITS = {None: MiB, 'K': KiB, 'M': MiB, 'G': 1024 ** 3, 'T': 1024 ** 4}
-
-
 def parse_size(text_or_int) -> int:
-    """Bytes from '512M', '4G', '1.5G', '2048' or 2048 (plain numbers are MiB).
+    """Bytes from '512M', '4G', '1.5G', '2048' or 2048 (plain numbers are MiB;
+    no P: nothing in a cluster is that big): see xenha.units.
 
     >>> parse_size('1.5G'), parse_size(2048) == parse_size('2G')
     (1610612736, True)
     """
-    if isinstance(text_or_int, bool):
-        raise ValueError('not a size')
-    if isinstance(text_or_int, (int, float)):
-        if not 0 <= text_or_int < 1024 ** 4:       # also refuses TOML's inf and nan
-            raise ValueError('not a size')
-        return int(text_or_int * MiB)
-    m = _SIZE_RE.match(str(text_or_int))
-    if not m:
-        raise ValueError('not a size')
-    unit = m.group(2).upper() if m.group(2) else None
-    return int(float(m.group(1)) * _UNITS[unit])
+    return units.parse_size(text_or_int, plain=MiB, suffixes='KMGT')
 
 
 # ---------------------------------------------------------------- validation

@@ -21,23 +21,12 @@ import re
 import shlex
 
 from xenha import timing   # first: the run's time budget starts with the process
-
-_SIZE_RE = re.compile(r'^(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?$', re.I)
-_UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4, 'P': 1024 ** 5}
+from xenha import units
 
 
 def parse_size(text: str | int | float) -> int:
-    """Bytes from ``4G``, ``512M``, ``1.5GiB``, ``1048576`` (plain = bytes).
-
-    >>> parse_size('4G'), parse_size('512M'), parse_size('100')
-    (4294967296, 536870912, 100)
-    """
-    if isinstance(text, (int, float)):
-        return int(text)
-    m = _SIZE_RE.match(text.strip())
-    if not m:
-        raise ValueError(f'not a size: {text!r} (try 512M, 4G)')
-    return int(float(m[1]) * _UNITS[m[2].upper()])
+    """Bytes from a check's size option (a plain number is bytes): see xenha.units."""
+    return units.parse_size(text)
 
 
 _NUMBER = r'[-+]?(?:\d+(?:\.\d*)?|\.\d+)'
@@ -67,7 +56,7 @@ def parse_range(text: str | None, sizes: bool = False) -> str | None:
         if not m:
             raise ValueError(f'not a range: {text!r}: its {what} {part!r} is not a '
                              + ('size (try 512M, 4G)' if sizes else f'number ({usage})'))
-        value = float(m.group(1)) * (_UNITS[m.group(2).upper()] if sizes else 1)
+        value = float(m.group(1)) * (units.UNITS[m.group(2).upper()] if sizes else 1)
         if not math.isfinite(value):
             raise ValueError(f'not a range: {text!r}: its {what} is not finite')
         return value

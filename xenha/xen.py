@@ -17,8 +17,7 @@ import shlex
 from collections import namedtuple
 from collections.abc import Sequence
 
-
-MiB = 1024 * 1024
+from xenha.units import MiB
 
 
 class ToolstackError(Exception):

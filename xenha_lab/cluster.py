@@ -177,9 +177,11 @@ def storage_up(lab: Lab, hosts, guests, chap: bool = True) -> dict:
 
 
 def device_of(disk: dict) -> str:
+    from xenha import devices
     if disk['kind'] == 'aoe':
-        return f"/dev/etherd/e{disk['shelf']}.{disk['slot']}"
-    return f"/dev/disk/by-path/ip-{disk['portal']}-iscsi-{disk['iqn']}-lun-{disk['lun']}"
+        return devices.aoe_device(disk['shelf'], disk['slot'])
+    host, _, port = disk['portal'].rpartition(':')
+    return devices.iscsi_device(host, int(port), disk['iqn'], disk['lun'])
 
 
 def start_homes(lab: Lab) -> None:

@@ -25,13 +25,13 @@ import sys
 import time
 from pathlib import Path
 
+from xenha.units import MiB
 from xenha_lab.core import Lab
 
 IQN = 'iqn.2026-01.lab.xenha'
 MONITOR = 'monitor'
 SAN_IF = 'san0'          # the SAN-side interface name inside a dom0 / monitor ns
 CHAP_USER = 'xenha'
-MIB = 1024 * 1024
 
 
 def initiator_name(host: str) -> str:
@@ -40,8 +40,8 @@ def initiator_name(host: str) -> str:
 
 def default_targets() -> list[dict]:
     return [
-        {'name': f'{IQN}:disk1', 'size': 64 * MIB, 'acl': 'hosts'},
-        {'name': f'{IQN}:disk2', 'size': 32 * MIB, 'acl': 'ALL', 'chap': True},
+        {'name': f'{IQN}:disk1', 'size': 64 * MiB, 'acl': 'hosts'},
+        {'name': f'{IQN}:disk2', 'size': 32 * MiB, 'acl': 'ALL', 'chap': True},
     ]
 
 
@@ -73,7 +73,7 @@ def up(lab: Lab, targets: list[dict] | None = None, hosts: list[str] | None = No
     for tid, spec in enumerate(targets, start=1):
         path = sdir / f'lun-{tid}-1.img'
         with open(path, 'wb') as fh:
-            fh.truncate(spec.get('size', 64 * MIB))
+            fh.truncate(spec.get('size', 64 * MiB))
         acl = spec.get('acl', 'ALL')
         st['targets'].append({
             'tid': tid, 'name': spec['name'], 'chap': bool(spec.get('chap')),
@@ -267,7 +267,7 @@ def netns_of(lab: Lab, host: str) -> str:
 
 
 def vblade_start(lab: Lab, shelf: int, slot: int, name: str | None = None,
-                 node: str | None = None, size: int = 16 * MIB) -> str:
+                 node: str | None = None, size: int = 16 * MiB) -> str:
     """Export eSHELF.SLOT from the SAN namespace's bridge, or from another
     storage `node` (its own namespace and MAC, on the same segment): the way
     to make a duplicate export, as a second SAN box would."""

@@ -15,9 +15,9 @@ import logging
 import nagiosplugin
 
 from xenha import plugin
+from xenha.units import MiB
 
 _log = logging.getLogger('nagiosplugin')
-MiB = 1024 * 1024
 
 
 # --- acquisition ---------------------------------------------------------------

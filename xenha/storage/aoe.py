@@ -524,7 +524,8 @@ def device_name(shelf: int, slot: int) -> str:
 
 
 def device_path(shelf: int, slot: int) -> str:
-    return f'/dev/etherd/e{shelf}.{slot}'
+    from xenha.devices import aoe_device
+    return aoe_device(shelf, slot)
 
 
 def discover_commands() -> list[list[str]]:

@@ -978,7 +978,8 @@ def parse_tgtadm_show(text: str) -> list[TgtTarget]:
 # -- what a spare dom0 runs (the failover engine's API) --------------------------
 def device_path(portal: Portal, target: str, lun: int = 1) -> str:
     """The udev by-path name open-iscsi gives the LUN's block device."""
-    return f'/dev/disk/by-path/ip-{portal}-iscsi-{target}-lun-{lun}'
+    from xenha.devices import iscsi_device
+    return iscsi_device(portal.host, portal.port, target, lun)
 
 
 def discovery_command(portal: Portal) -> list[str]:

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 
 from xenha.study import measure
+from xenha.units import MiB
 
-MiB = 1024 * 1024
 THESIS_CLIENTS = (1, 3, 6, 9, 15, 20)
 SWEEP_RECORDS = (4096, 16384, 65536, 262144, 1048576)
 
