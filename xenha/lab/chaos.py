@@ -116,14 +116,20 @@ def roam(lab: Lab, rng: random.Random) -> dict:
         if not fits:
             continue
         to = rng.choice(fits)
-        xensim.destroy(dom0.state_dir(lab, g.home), g.name)
         e = Engine(c)
         e.job = 'lab-roam'
         try:
-            if e.start_on(c.dom0s[to], [c.domus[g.name]]) == {g.name: None}:
+            # the new host logs in to the guest's disks first, as a migration would
+            u = c.domus[g.name]
+            if any(e.attach(c.dom0s[to], c.targets_of(u)).values()):
+                continue
+            xensim.destroy(dom0.state_dir(lab, g.home), g.name)
+            if e.start_on(c.dom0s[to], [u]) == {g.name: None}:
                 out[g.name] = to
                 used[to] += g.memory_mb
                 used[g.home] -= g.memory_mb
+            elif e.start_on(c.dom0s[g.home], [u]) != {g.name: None}:
+                raise RuntimeError(f'lab: {g.name} could neither roam to {to} nor go back home')
         finally:
             e.close()
             e.db.close()
