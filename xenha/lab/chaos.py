@@ -85,6 +85,15 @@ def reset(lab: Lab, seed: int, rng: random.Random | None = None) -> tuple[dict, 
         bmc.set_fault(lab, host, None)
         if not lab.alive(f'bmc-{host}'):
             bmc.start(lab, host)
+    for host, h in lab.info['hosts'].items():
+        # every sshd answers before the guests go home (twice in a soak of 1000
+        # seeds one did not, and the seed died in its setup; the cause is not
+        # pinned down: a previous seed's late chassis power-off is suspected)
+        try:
+            lab.wait_port(h['address'], h['port'], timeout=2)
+        except RuntimeError:
+            lab.stop(f'sshd-{host}')
+            dom0.start(lab, host)
     for host, info in lab.info.get('bmc', {}).items():
         pw = lab.dir / 'bmc' / host / 'password.good'
         if pw.exists():
