@@ -106,7 +106,16 @@ def reset(lab: Lab, seed: int, rng: random.Random | None = None) -> tuple[dict, 
                             dedupe_window=0.001, max_restart=1, reboot_grace=REBOOT_GRACE,
                             fence_unreachable=fence_unreachable)
     storage_lab.clear_reservations(lab, cluster.cluster(lab))
-    cluster.start_homes(lab)
+    for attempt in range(3):
+        # the setup, not the seed: on a loaded machine a login may miss the
+        # inventory's 5 s (5 of 450 seeds died here at load 16); again, then
+        try:
+            cluster.start_homes(lab)
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            time.sleep(1)
     roaming = roam(lab, rng) if rng else {}
     return roaming, fence_unreachable, storage_fencing
 
