@@ -142,11 +142,11 @@ def roam(lab: Lab, rng: random.Random) -> dict:
             if any(e.attach(c.dom0s[to], c.targets_of(u)).values()):
                 continue
             xensim.destroy(dom0.state_dir(lab, g.home), g.name)
-            if e.start_on(c.dom0s[to], [u]) == {g.name: None}:
+            if _started(e, c.dom0s[to], u):
                 out[g.name] = to
                 used[to] += g.memory_mb
                 used[g.home] -= g.memory_mb
-            elif e.start_on(c.dom0s[g.home], [u]) != {g.name: None}:
+            elif not _started(e, c.dom0s[g.home], u):
                 raise RuntimeError(f'lab: {g.name} could neither roam to {to} nor go back home')
         finally:
             e.close()
@@ -158,6 +158,18 @@ def roam(lab: Lab, rng: random.Random) -> dict:
         e.close()
         e.db.close()
     return out
+
+
+def _started(engine, host, u, attempts: int = 3) -> bool:
+    """The setup's create (a loaded machine may miss a command's timeout)."""
+    from xenha.runner import RunnerError
+    from xenha.xen import ToolstackError
+    for _ in range(attempts):
+        try:
+            return engine.start_on(host, [u]) == {u.name: None}
+        except (RunnerError, ToolstackError):
+            time.sleep(1)
+    return False
 
 
 def inject(lab: Lab, rng: random.Random, roaming: dict) -> list[tuple[str, str]]:
