@@ -186,6 +186,118 @@ def test_storage_initiator_checks_on_real_open_iscsi_and_aoe(real):
     assert r.rc == 0 and r.status.startswith('AOE'), r
 
 
+def _scratch_disks(lab):
+    """An iSCSI target and an AoE export no guest uses (the guests keep theirs):
+    the disks the storage-fencing test writes."""
+    from xenha.inventory import Target
+    from xenha_lab import storage
+    st = storage.info(lab)
+    tid = max(t['tid'] for t in st['targets']) + 1
+    iqn = f'{storage.IQN}:fence-scratch'
+    path = lab.dir / 'storage' / f'lun-{tid}-1.img'
+    with open(path, 'wb') as fh:
+        fh.truncate(16 * 1024 * 1024)
+    storage.tgtadm(lab, '--mode', 'target', '--op', 'new', '--tid', str(tid),
+                   '--targetname', iqn)
+    storage.tgtadm(lab, '--mode', 'logicalunit', '--op', 'new', '--tid', str(tid),
+                   '--lun', '1', '--backing-store', str(path))
+    storage.tgtadm(lab, '--mode', 'target', '--op', 'bind', '--tid', str(tid),
+                   '--initiator-address', 'ALL')
+    storage.vblade_start(lab, 1, 9)
+    aoe_path = st['aoe']['exports']['vblade-e1.9']['path']
+    return ((Target('scratch-iscsi', 'iscsi', portal=f"{st['portal']}:{st['port']}",
+                    iqn=iqn, lun=1), str(path)),
+            (Target('scratch-aoe', 'aoe', shelf=1, slot=9, interface=storage.SAN_IF),
+             aoe_path))
+
+
+def test_storage_fence_refuses_the_kernel_initiators_writes(real):
+    """Storage fencing with the real initiators of two real-Xen dom0s: each
+    registers as the engine's attach does (sg_persist over open-iscsi; the AoE
+    reserve list), dom0-1 is revoked from the monitoring node, and then its
+    `dd oflag=direct` writes never reach either disk while dom0-2's do."""
+    from conftest import engine
+    from xenha_lab import cluster
+    from xenha.storage import reservations as R
+    c = cluster.cluster(real)
+    disks = _scratch_disks(real)
+    e = engine(real)
+    try:
+        for host in ('dom0-1', 'dom0-2'):
+            h = c.dom0s[host]
+            assert e.attach(h, [t for t, _ in disks]) == {t.name: None for t, _ in disks}
+            for t, _ in disks:
+                assert e.make_writer(h, e.runner(h), t) is None
+        keys = on_dom0(real, 'dom0-2', ['sg_persist', '--in', '--read-keys', '-n',
+                                        disks[0][0].device])
+        assert keys.exit == 0, keys.err
+        assert set(R.parse_sg_read_keys(keys.out)) == {R.key_for('dom0-1'),
+                                                       R.key_for('dom0-2')}
+
+        def dd(host, target, pattern):
+            """One 4 KiB block of `pattern` at 1 MiB, O_DIRECT: exit status, or
+            None when it never completed (the aoe driver drops the target's
+            error answers and retries until aoe_deadsecs, 60 s by default)."""
+            from xenha.runner import RunnerError
+            try:
+                return on_dom0(real, host, [
+                    'sh', '-c', f'printf %4096s | tr " " {pattern} | dd of={target.device} '
+                    'bs=4096 seek=256 count=1 oflag=direct conv=notrunc'], timeout=90)
+            except RunnerError as exc:
+                say(f'{host} dd to {target.device}: {exc}')
+                return None
+
+        for t, path in disks:
+            assert dd('dom0-1', t, 'a').exit == 0
+            assert _block(path) == b'a' * 4096
+        victim = R.dom0(c.dom0s['dom0-1'])
+        keep = [R.dom0(c.dom0s['dom0-2'])]
+        t0 = time.monotonic()
+        outs = R.revoke_all([t for t, _ in disks], victim, R.monitor(), keep=keep,
+                            timeout=20, opener=e.aoe_opener())
+        say(f'revoked dom0-1 in {time.monotonic() - t0:.2f}s: '
+            + '; '.join(f'{o.target}: {o.message}' for o in outs))
+        assert all(o.confirmed for o in outs), outs
+        for t, path in disks:
+            refused = dd('dom0-1', t, 'b')
+            if refused is not None:
+                say(f'dom0-1 dd to {t.device} after the fence: exit {refused.exit}, '
+                    f'{refused.reason()}')
+                assert refused.exit != 0
+            assert _block(path) == b'a' * 4096, f'{t.name}: the fenced write landed'
+            assert dd('dom0-2', t, 'c').exit == 0
+            assert _block(path) == b'c' * 4096
+        keys = on_dom0(real, 'dom0-2', ['sg_persist', '--in', '--read-keys', '-n',
+                                        disks[0][0].device])
+        assert set(R.parse_sg_read_keys(keys.out)) == {R.key_for('dom0-2'),
+                                                       R.monitor().pr_key}
+        resv = on_dom0(real, 'dom0-2', ['sg_persist', '--in', '--read-reservation', '-n',
+                                        disks[0][0].device])
+        assert R.parse_sg_read_reservation(resv.out)[1].startswith('Write Exclusive'), \
+            resv.out
+    finally:
+        for host in ('dom0-1', 'dom0-2'):       # leave the guests' sessions alone
+            on_dom0(real, host, ['iscsiadm', '-m', 'node', '-T', disks[0][0].iqn,
+                                 '--logout'])
+        e.close()
+        e.db.close()
+
+
+def on_dom0(lab, host, argv, timeout=60):
+    """Any command on a real dom0 over SSH (not only xl)."""
+    from xenha_lab import dom0
+    from xenha.runner import SSHRunner
+    h = lab.info['hosts'][host]
+    with SSHRunner(h['address'], dom0.ssh_options(lab), timeout=timeout) as r:
+        return r.run(argv, timeout)
+
+
+def _block(path):
+    with open(path, 'rb') as fh:
+        fh.seek(256 * 4096)
+        return fh.read(4096)
+
+
 def power_loss(real):
     """dom0-1 loses power; the engine fences it through its BMC (fence_ipmilan),
     logs dom0-2 in with the real open-iscsi and aoe, creates both guests there,

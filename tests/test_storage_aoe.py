@@ -68,7 +68,8 @@ def test_vblade_stopped_is_critical_and_restart_recovers(san):
     assert (r.rc, r.first) == (2, 'AOE_TARGET CRITICAL - no AoE target answers for e1.2 '
                                   'on san0 within 0.3s')
     storage.vblade_start(san, 1, 2)
-    assert local(san, '--shelf', 1, '--slot', 2).rc == 0
+    # a loaded machine may take a moment before the new vblade answers
+    assert wait_for(lambda: local(san, '--shelf', 1, '--slot', 2).rc == 0, timeout=10)
 
 
 def test_link_down_is_critical(san):
@@ -276,3 +277,28 @@ def test_mask_list_read_add_and_vblade_25s_edit_bugs(san):
     finally:
         for s in (m, a, b):
             s.close()
+
+
+def test_verbose_shows_the_reserve_list_and_the_mask(san):
+    from xenha_lab.initiators import netns
+    from xenha.storage import aoe
+    r = local(san, '--shelf', 1, '--slot', 2, '-v')
+    assert r.rc == 0, r
+    assert (f'e1.2 from {san_mac(san)}: reserve list empty (every MAC may do I/O); '
+            f'mac mask empty (every MAC is served)') in r.out
+    one, two = '02:00:00:00:00:01', '02:00:00:00:00:02'
+    with netns(storage.netns_of(san, storage.MONITOR)):
+        sock = aoe.open_socket(storage.SAN_IF)
+    try:
+        dst = aoe.mac_bytes(san_mac(san))
+        own = aoe.mac_text(sock.getsockname()[4])
+        aoe.set_reserve_list(sock, dst, 1, 2, [own, one], 1.0)
+        aoe.edit_mask_list(sock, dst, 1, 2, add=[own, two], timeout=1.0)
+        r = local(san, '--shelf', 1, '--slot', 2, '-v')
+        assert r.rc == 0, r
+        assert (f'e1.2 from {san_mac(san)}: reserve list {own}, {one}; '
+                f'mac mask {own}, {two}') in r.out
+        assert 'reserve list' not in local(san, '--shelf', 1, '--slot', 2).out
+    finally:
+        aoe.set_reserve_list(sock, dst, 1, 2, [], 1.0)
+        sock.close()

@@ -363,3 +363,33 @@ def test_large_write_goes_out_after_r2t_and_reads_back(san):
         iscsi.write10(s, 1, 100, data, 512)
         assert iscsi.read10(s, 1, 100, len(data) // 512, 512) == data
         s.logout()
+
+
+def test_portal_verbose_shows_registrations_and_the_reservation(san):
+    from xenha.storage import iscsi
+    r = probe_d1(san, '-v')
+    assert (r.rc, r.status) == (0, ok_line(san))
+    assert 'registrations: none; reservation: none' in r.out
+    # what storage fencing leaves: two registrants, Write Exclusive - Registrants Only
+    sessions = []
+    for host, key in (('dom0-1', 0x1111), ('dom0-2', 0x2222)):
+        s = iscsi.Session(iscsi.Portal(portal(san), 3260), storage.initiator_name(host),
+                          D1, timeout=5)
+        s.login()
+        iscsi.test_unit_ready(s, 1)
+        iscsi.pr_register(s, 1, key)
+        sessions.append(s)
+    iscsi.pr_reserve(sessions[0], 1, 0x1111)
+    try:
+        r = probe_d1(san, '-v')
+        assert (r.rc, r.status) == (0, ok_line(san))
+        assert ('registrations: 0x1111, 0x2222; reservation: Write Exclusive - '
+                'Registrants Only, held by 0x1111') in r.out
+        plain = probe_d1(san)                  # without -v: nothing read, nothing said
+        assert 'registrations' not in plain.out
+        # reading never registers the monitor: the keys stay the dom0s'
+        s = sessions[1]
+        assert iscsi.pr_read_keys(s, 1)[1] == [0x1111, 0x2222]
+    finally:
+        for s in sessions:
+            s.close()

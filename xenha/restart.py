@@ -22,6 +22,8 @@ import uuid
 
 from xenha import accounting
 from xenha.failover import Engine, Plan, Report
+from xenha.runner import RunnerError
+from xenha.xen import ToolstackError
 
 REMAINS = ('crashed', 'dying', 'shutdown')
 
@@ -128,7 +130,10 @@ def _restart(engine: Engine, u, report: Report, why: str) -> None:
                    f'{d.restart_window:g}s (max_restart {d.max_restart}): relocating',
                    'warning', domu=u.name)
         return _relocate(engine, u, host, report, f'after {d.max_restart} restarts')
-    result = engine.start_on(dom0, [u])
+    try:
+        result = engine.start_on(dom0, [u])
+    except (RunnerError, ToolstackError) as exc:    # the host stopped answering
+        result = {u.name: f'{host} failed during the restart: {exc}'}
     engine.db.add_restart(u.name)
     if result[u.name] is None:
         engine.db.clear_doubt(u.name)

@@ -85,6 +85,15 @@ def reset(lab: Lab, seed: int, rng: random.Random | None = None) -> tuple[dict, 
         bmc.set_fault(lab, host, None)
         if not lab.alive(f'bmc-{host}'):
             bmc.start(lab, host)
+    for host, h in lab.info['hosts'].items():
+        # every sshd answers before the guests go home (twice in a soak of 1000
+        # seeds one did not, and the seed died in its setup; the cause is not
+        # pinned down: a previous seed's late chassis power-off is suspected)
+        try:
+            lab.wait_port(h['address'], h['port'], timeout=2)
+        except RuntimeError:
+            lab.stop(f'sshd-{host}')
+            dom0.start(lab, host)
     for host, info in lab.info.get('bmc', {}).items():
         pw = lab.dir / 'bmc' / host / 'password.good'
         if pw.exists():
@@ -97,7 +106,16 @@ def reset(lab: Lab, seed: int, rng: random.Random | None = None) -> tuple[dict, 
                             dedupe_window=0.001, max_restart=1, reboot_grace=REBOOT_GRACE,
                             fence_unreachable=fence_unreachable)
     storage_lab.clear_reservations(lab, cluster.cluster(lab))
-    cluster.start_homes(lab)
+    for attempt in range(3):
+        # the setup, not the seed: on a loaded machine a login may miss the
+        # inventory's 5 s (5 of 450 seeds died here at load 16); again, then
+        try:
+            cluster.start_homes(lab)
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            time.sleep(1)
     roaming = roam(lab, rng) if rng else {}
     return roaming, fence_unreachable, storage_fencing
 
@@ -116,20 +134,20 @@ def roam(lab: Lab, rng: random.Random) -> dict:
         if not fits:
             continue
         to = rng.choice(fits)
-        xensim.destroy(dom0.state_dir(lab, g.home), g.name)
         e = Engine(c)
         e.job = 'lab-roam'
         u = c.domus[g.name]
         try:
-            # the disk first, as a site would (an iSCSI LUN is logged in per host)
-            attached = not any(e.attach(c.dom0s[to], c.targets_of(u)).values())
-            if attached and e.start_on(c.dom0s[to], [u]) == {g.name: None}:
+            # the new host logs in to the guest's disks first, as a migration would
+            if any(e.attach(c.dom0s[to], c.targets_of(u)).values()):
+                continue
+            xensim.destroy(dom0.state_dir(lab, g.home), g.name)
+            if _started(e, c.dom0s[to], u):
                 out[g.name] = to
                 used[to] += g.memory_mb
                 used[g.home] -= g.memory_mb
-            elif e.start_on(c.dom0s[g.home], [u]) != {g.name: None}:
-                raise RuntimeError(f'lab: {g.name} neither roams to {to} nor runs at '
-                                   f'home on {g.home} again')
+            elif not _started(e, c.dom0s[g.home], u):
+                raise RuntimeError(f'lab: {g.name} could neither roam to {to} nor go back home')
         finally:
             e.close()
             e.db.close()
@@ -140,6 +158,18 @@ def roam(lab: Lab, rng: random.Random) -> dict:
         e.close()
         e.db.close()
     return out
+
+
+def _started(engine, host, u, attempts: int = 3) -> bool:
+    """The setup's create (a loaded machine may miss a command's timeout)."""
+    from xenha.runner import RunnerError
+    from xenha.xen import ToolstackError
+    for _ in range(attempts):
+        try:
+            return engine.start_on(host, [u]) == {u.name: None}
+        except (RunnerError, ToolstackError):
+            time.sleep(1)
+    return False
 
 
 def inject(lab: Lab, rng: random.Random, roaming: dict) -> list[tuple[str, str]]:

@@ -185,10 +185,12 @@ def add_host(lab: Lab, name: str, *, image: str | os.PathLike | None = None,
     address, port, hdir, hostkey = keys.place_host(lab, name)
     (hdir / 'state').mkdir(parents=True, exist_ok=True)
     hosts = lab.info['hosts']
+    # its NIC on the SAN segment: the MAC its AoE frames carry (its san_mac)
+    san_mac = f'52:54:00:5a:{lab.block % 256:02x}:{len(hosts) + 1:02x}'
     hosts[name] = {'address': address, 'port': port, 'dir': str(hdir),
                    'state_dir': str(hdir / 'state'), 'bin': None,
                    'host_key': str(hostkey), 'kind': 'qemu', 'image': str(image),
-                   'memory_mb': memory_mb, 'dom0_mb': dom0_mb}
+                   'memory_mb': memory_mb, 'dom0_mb': dom0_mb, 'san_mac': san_mac}
     lab.save()
     write_seed(lab, name)
     start(lab, name, wait=wait)
@@ -200,8 +202,7 @@ def argv(lab: Lab, name: str) -> list[str]:
     image, hdir = Path(host['image']), Path(host['dir'])
     fwd = (f'{sys.executable} -IS {Path(__file__).resolve()} pipe '
            f'{lab.addr(5)} 3260')
-    index = list(lab.info['hosts']).index(name)
-    san_mac = f'52:54:00:5a:{lab.block % 256:02x}:{index + 1:02x}'
+    san_mac = host['san_mac']
     nic = (f'user,model=virtio-net-pci,mac={UPLINK_MAC},restrict=on,'
            f'hostfwd=tcp:{host["address"]}:{host["port"]}-:22,'
            f'guestfwd=tcp::3260-cmd:{fwd}')

@@ -254,8 +254,12 @@ def _aoe_up(lab: Lab, hosts: list[str], exports: list[tuple[int, int]]) -> None:
 
 
 def mac_of(lab: Lab, host: str) -> str:
-    """The MAC of `host`'s interface on the SAN segment (its AoE identity)."""
+    """The MAC of `host`'s interface on the SAN segment (its AoE identity):
+    a QEMU dom0's own NIC, else the veth of its namespace."""
     import json
+    known = lab.info.get('hosts', {}).get(host, {}).get('san_mac')
+    if known:
+        return known
     out = subprocess.run(['ip', '-n', netns_of(lab, host), '-j', 'link', 'show', 'dev',
                           SAN_IF], capture_output=True, text=True, check=True).stdout
     return json.loads(out)[0]['address']

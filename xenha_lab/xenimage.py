@@ -35,14 +35,14 @@ import tempfile
 import time
 from pathlib import Path
 
-RECIPE = 8               # bump when the build below changes
+RECIPE = 9               # bump when the build below changes
 SUITE = 'bookworm'
 MIRROR = 'http://deb.debian.org/debian'
 SECURITY = 'http://deb.debian.org/debian-security'
 XEN_PKG = 'xen-hypervisor-4.17-amd64'
 PACKAGES = ['xen-utils-4.17', 'xenstore-utils', 'busybox', 'openssh-server', 'kmod',
             'iproute2', 'procps', 'open-iscsi', 'aoetools', 'util-linux', 'socat',
-            'e2fsprogs', 'udev']
+            'e2fsprogs', 'udev', 'sg3-utils']   # sg_persist: storage fencing
 # modules the initramfs loads (dependencies are added from modules.dep)
 DOM0_INITRD_MODULES = ['virtio_pci', 'virtio_blk', 'virtio-rng', 'crc32c_generic', 'ext4']
 DOMU_INITRD_MODULES = ['xen-blkfront', 'crc32c_generic', 'ext4']

@@ -22,7 +22,7 @@ import logging
 
 import nagiosplugin
 
-from xenha import plugin
+from xenha import plugin, timing
 from xenha.checks import status
 from xenha.storage import aoe
 
@@ -76,6 +76,8 @@ class Segment(AoeTarget):
         if a.list:
             yield from self.listing(found)
             return
+        if a.verbose > 0:
+            log_lists(a, found)
         if not found:
             self.state = nagiosplugin.Critical
             self.text = (f'no AoE target answers for {self.device} on {a.interface} '
@@ -125,6 +127,36 @@ class Segment(AoeTarget):
         yield nagiosplugin.Metric('targets', len(names), min=0, context='default')
         yield nagiosplugin.Metric('rtt', round(min(r.rtt for r in found), 6), 's',
                                   min=0, context='rtt')
+
+
+def log_lists(a, found):
+    """-v: each export's reserve list and MAC mask list (what storage fencing
+    uses; -v is nagiosplugin's WARNING level); reads only, a second at most."""
+    if not found:
+        return
+    try:
+        sock = aoe.open_socket(a.interface)
+    except (aoe.AoeError, OSError) as exc:
+        _log.warning('reserve list: not readable (%s)', exc)
+        return
+    try:
+        for r in found:
+            if timing.RUN.expired(margin=0.5):
+                _log.warning('reserve lists: not read (-t %gs is nearly used up)',
+                             a.timeout)
+                return
+            dst = aoe.mac_bytes(r.mac)
+            try:
+                rlist = aoe.reserve_list(sock, dst, a.shelf, a.slot, timing.bound(1.0))
+                masks = aoe.mask_list(sock, dst, a.shelf, a.slot, timing.bound(1.0))
+            except (aoe.AoeError, OSError, ValueError) as exc:
+                _log.warning('%s from %s: reserve list not readable (%s)', r.name, r.mac, exc)
+                continue
+            _log.warning('%s from %s: reserve list %s; mac mask %s', r.name, r.mac,
+                      ', '.join(rlist) or 'empty (every MAC may do I/O)',
+                      ', '.join(masks) or 'empty (every MAC is served)')
+    finally:
+        sock.close()
 
 
 class Initiator(AoeTarget):

@@ -103,7 +103,8 @@ class Portal(IscsiTarget):
         secret = chap(a)
         try:
             res = iscsi.probe(portal, a.target, a.lun, a.initiator_name, secret,
-                              io_timeout(a), secret if a.chap_discovery else None)
+                              io_timeout(a), secret if a.chap_discovery else None,
+                              pr=a.verbose > 0 and a.target is not None)
         except iscsi.ProtocolError as exc:
             raise nagiosplugin.CheckError(str(exc)) from None
         except iscsi.IscsiError as exc:
@@ -122,6 +123,7 @@ class Portal(IscsiTarget):
                                       context='default')
             return
         lun = res.lun
+        log_reservations(res)
         self.text = (f'{a.target} LUN {a.lun} at {portal}: {lun.vendor} {lun.product}, '
                      f'{_mib(lun.capacity)}, {_n(len(res.luns), "LUN")}')
         yield nagiosplugin.Metric('login_time', round(res.login_time, 6), 's', min=0,
@@ -129,6 +131,19 @@ class Portal(IscsiTarget):
         yield nagiosplugin.Metric('capacity', lun.capacity, 'B', min=0,
                                   context='capacity')
         yield nagiosplugin.Metric('luns', len(res.luns), min=0, context='default')
+
+
+def log_reservations(res):
+    """-v: the LUN's persistent-reservation state (what storage fencing
+    uses; -v is nagiosplugin's WARNING level)."""
+    if res.pr_error:
+        _log.warning('persistent reservations: not readable (%s)', res.pr_error)
+    elif res.keys is not None:
+        keys = ', '.join(map(iscsi.key_text, res.keys)) or 'none'
+        r = res.reservation
+        held = (f'{r.type_name}, held by {iscsi.key_text(r.key)}' if r and r.held
+                else 'none')
+        _log.warning('registrations: %s; reservation: %s', keys, held)
 
 
 class Via(IscsiTarget):

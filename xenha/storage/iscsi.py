@@ -183,6 +183,9 @@ class ProbeResult:
     targets: dict = field(default_factory=dict)   # iqn -> [addresses]
     luns: list = field(default_factory=list)       # LUN numbers reported
     lun: LunInfo | None = None
+    keys: list | None = None             # with pr=True: registered PR keys
+    reservation: 'Reservation | None' = None
+    pr_error: str = ''                   # with pr=True: why they could not be read
 
 
 # -- PDU codec ----------------------------------------------------------------
@@ -792,15 +795,18 @@ def pr_preempt(s: Session, lun: int, key: int, victim: int,
 # -- the probe a check runs -------------------------------------------------------
 def probe(portal: Portal, target: str | None, lun: int = 1,
           initiator: str = DEFAULT_INITIATOR, chap: Chap | None = None,
-          timeout: float = 5.0, discovery_chap: Chap | None = None) -> ProbeResult:
-    """Discovery, then (with a target) login + TUR + INQUIRY + READ CAPACITY.
+          timeout: float = 5.0, discovery_chap: Chap | None = None,
+          pr: bool = False) -> ProbeResult:
+    """Discovery, then (with a target) login + TUR + INQUIRY + READ CAPACITY;
+    with `pr`, also PERSISTENT RESERVE IN (READ KEYS, READ RESERVATION) on the
+    same session: only reads, never a registration.
 
     Raises one IscsiError subclass per distinct failure: a target that sends
     what no target should (short or garbled PDUs, text that is not UTF-8) is a
     ProtocolError, a connection that breaks is PortalUnreachable.
     """
     try:
-        return _probe(portal, target, lun, initiator, chap, timeout, discovery_chap)
+        return _probe(portal, target, lun, initiator, chap, timeout, discovery_chap, pr)
     except IscsiError:
         raise
     except (struct.error, IndexError, KeyError, ValueError, OverflowError,
@@ -812,7 +818,8 @@ def probe(portal: Portal, target: str | None, lun: int = 1,
                                 f'({exc.strerror or exc})') from None
 
 
-def _probe(portal, target, lun, initiator, chap, timeout, discovery_chap) -> ProbeResult:
+def _probe(portal, target, lun, initiator, chap, timeout, discovery_chap,
+           pr=False) -> ProbeResult:
     result = ProbeResult(portal)
     with Session(portal, initiator, None, discovery_chap, timeout) as s:
         s.connect()
@@ -838,6 +845,12 @@ def _probe(portal, target, lun, initiator, chap, timeout, discovery_chap) -> Pro
         info = inquiry(s, lun)
         info.capacity, info.block_size = read_capacity(s, lun)
         result.lun = info
+        if pr:
+            try:
+                _, result.keys = pr_read_keys(s, lun)
+                result.reservation = pr_read_reservation(s, lun)
+            except (PrRefused, ReservationConflict) as exc:   # no PR support: said
+                result.pr_error = str(exc)
         s.logout()
     return result
 
