@@ -215,3 +215,21 @@ print(sorted(m for m in sys.modules if m.split('.')[0] == 'xenha_lab'))
                          timeout=60, cwd='/')
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == '[]'
+
+
+def test_the_iscsi_forwarder_runs_as_a_bare_script():
+    """QEMU's guestfwd runs `python -IS xenha_lab/qemu.py pipe HOST PORT` for
+    each iSCSI connection of a real-Xen dom0: isolated, without site-packages,
+    so qemu.py may import nothing of the package at its top (a traceback there
+    reached the dom0's iscsiadm as garbage: "additional header segment length
+    101 not supported")."""
+    import socket
+    import subprocess
+    with socket.socket() as s:             # a port that nothing listens on
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    r = subprocess.run([sys.executable, '-IS', str(ROOT / 'xenha_lab' / 'qemu.py'), 'pipe',
+                        '127.0.0.1', str(port)], capture_output=True, text=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0
+    assert 'ConnectionRefusedError' in r.stderr and 'ImportError' not in r.stderr, r.stderr

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xenha_lab import keys
+# nothing of the package at import time: QEMU runs this file as a script
+# (`python -IS qemu.py pipe`, the iSCSI forwarder), where no package is found
 
 if TYPE_CHECKING:
     from xenha_lab.core import Lab
@@ -151,7 +152,7 @@ def write_seed(lab: Lab, name: str) -> None:
     """The host's seed drive: keys, identity, and the lab's domU configs at
     their paths (the image runs with -snapshot: a power cycle forgets
     everything else, as a site's dom0 would not)."""
-    from xenha_lab import storage
+    from xenha_lab import keys, storage
     host = lab.info['hosts'][name]
     hostkey = Path(host['host_key'])
     env = (f'HOSTNAME={name}\nPORTAL={lab.addr(5)}\n'
@@ -178,7 +179,7 @@ def tap_name(lab: Lab, name: str) -> str:
 def add_host(lab: Lab, name: str, *, image: str | os.PathLike | None = None,
              memory_mb: int = MEMORY_MB, dom0_mb: int = DOM0_MB, wait: bool = True) -> dict:
     """Create host `name` as a QEMU machine and boot it (wait for SSH)."""
-    from xenha_lab import xenimage
+    from xenha_lab import keys, xenimage
     image = Path(image) if image else xenimage.cached()
     if image is None:
         raise RuntimeError('no real-Xen image cached: run `xenha lab image` first')
@@ -258,6 +259,7 @@ def san_attach(lab: Lab, name: str, timeout: float = 10) -> bool:
 def wait_ssh(lab: Lab, name: str, timeout: float = BOOT_TIMEOUT) -> float:
     """Poll until `true` runs over SSH as the checks will; seconds waited."""
     from xenha.runner import SSHRunner
+    from xenha_lab import keys
     host = lab.info['hosts'][name]
     t = time.monotonic()
     last = ''
@@ -325,6 +327,7 @@ def domains(lab: Lab, name: str, timeout: float = 30) -> list[tuple[str, str]]:
     """(name, state) of the guests on a QEMU dom0, from the real `xl list`
     (what `xenha lab status` shows); [] when it is off or does not answer."""
     from xenha.runner import RunnerError, SSHRunner
+    from xenha_lab import keys
     from xenha.xen import Toolstack, ToolstackError
     if not powered(lab, name):
         return []
@@ -360,6 +363,7 @@ def push_configs(lab: Lab, name: str) -> None:
     """Copy the lab's domU configs into the dom0 at the same paths (now, and
     on its seed drive for the next boot)."""
     from xenha.runner import SSHRunner
+    from xenha_lab import keys
     write_seed(lab, name)
     host = lab.info['hosts'][name]
     runner = SSHRunner(host['address'], keys.ssh_options(lab), timeout=30)
