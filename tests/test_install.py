@@ -79,5 +79,5 @@ def test_readme_command_reference_is_current():
     text = (ROOT / 'README.md').read_text().splitlines()
     assert text[3:5] == ['make demo     # the whole failover story on a lab cluster (real Xen '
                          'under QEMU: about 3 minutes; simulated: half a minute)',
-                         'make test     # the test suite (installs what it needs; about 13 '
+                         'make test     # the test suite (installs what it needs; about 30 '
                          'minutes with the real-Xen tests)']

@@ -22,6 +22,11 @@ finally:
 '''
 
 
+def _default_signals() -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _sshds_of(directory: str) -> list[str]:
     out = subprocess.run(['pgrep', '-f', f'sshd.*{directory}'], capture_output=True,
                          text=True).stdout
@@ -30,8 +35,10 @@ def _sshds_of(directory: str) -> list[str]:
 
 def test_terminated_owner_takes_its_lab_down():
     for sig in (signal.SIGTERM, signal.SIGHUP):
+        # an owner in a terminal: under nohup (SIGHUP ignored, inherited) a lab
+        # rightly keeps running on a hangup
         owner = subprocess.Popen([sys.executable, '-c', OWNER], stdout=subprocess.PIPE,
-                                 text=True)
+                                 text=True, preexec_fn=_default_signals)
         directory, block = owner.stdout.readline().split()
         assert Path(directory, 'lab.json').exists() and _sshds_of(directory)
         owner.send_signal(sig)
