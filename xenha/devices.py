@@ -9,8 +9,8 @@ all come from here.
 def iscsi_device(host: str, port: int, iqn: str, lun: int = 1) -> str:
     """The udev by-path name open-iscsi gives a LUN's block device.
 
-    >>> iscsi_device('10.0.0.5', 3260, 'iqn.2026-01.org.example:web1')
-    '/dev/disk/by-path/ip-10.0.0.5:3260-iscsi-iqn.2026-01.org.example:web1-lun-1'
+    >>> iscsi_device('192.0.2.5', 3260, 'iqn.2026-01.org.example:web1')
+    '/dev/disk/by-path/ip-192.0.2.5:3260-iscsi-iqn.2026-01.org.example:web1-lun-1'
     """
     return f'/dev/disk/by-path/ip-{host}:{port}-iscsi-{iqn}-lun-{lun}'
 
